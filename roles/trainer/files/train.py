@@ -1,0 +1,486 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-3.0-or-later
+# Copyright (c) 2026 unbroken.training contributors
+"""Reference training script of unbroken.training: a small real model, exactly resumable.
+
+Trains an MLP (with dropout, AdamW, a step LR schedule and, on CUDA, mixed precision
+with a GradScaler) on a synthetic regression data set generated from ``--seed``; the
+inputs get NumPy and Python-``random`` noise so every RNG the library restores matters.
+Runs on CUDA when available (``--device auto``), else on CPU.  Needs PyTorch and the
+``unbroken_ckpt`` package next to this file (or on ``PYTHONPATH``).
+
+Log lines the trainer role's tests look for::
+
+    resumed from checkpoint step-000120 (step 120)
+    checkpoint step-000140 is invalid (<reason>); falling back to step-000120
+    received SIGTERM at step 133; writing a final checkpoint (stop budget 25s)
+
+Exit codes: 0 finished, or stopped by a signal (after the final checkpoint, or when the
+stop budget ran out without it); 2 bad arguments; 3 a checkpoint could not be written
+(``--on-save-error stop``, or the final one); 4 the checkpoint directory is locked by
+another trainer; 5 configuration differs from the checkpoint's; 6 checkpoints exist but
+none verifies; 7 a checkpoint holds objects unsafe to load; 8 other checkpoint errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import random
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
+
+import torch
+from torch import nn
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from unbroken_ckpt import (
+    CheckpointError,
+    CheckpointLockedError,
+    CheckpointManager,
+    CheckpointWriteError,
+    ConfigMismatchError,
+    NoValidCheckpointError,
+    ResumableBatchSampler,
+    StatusFile,
+    StopSignals,
+    UnsafeCheckpointError,
+    parse_signal,
+)
+
+try:
+    import numpy as np
+except ImportError:  # pragma: no cover - the library works without NumPy
+    np = None  # type: ignore[assignment]
+
+LOG = logging.getLogger("train")
+EXIT_OK, EXIT_SAVE, EXIT_LOCKED, EXIT_CONFIG, EXIT_NO_VALID, EXIT_UNSAFE, EXIT_OTHER = (
+    0,
+    3,
+    4,
+    5,
+    6,
+    7,
+    8,
+)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add = parser.add_argument
+    add("--steps", type=int, default=1000, help="optimizer steps to train in total")
+    add(
+        "--checkpoint-interval", type=int, default=100, help="steps between checkpoints"
+    )
+    add("--checkpoint-dir", required=True, help="directory of this run's checkpoints")
+    add("--seed", type=int, default=0, help="seed of data, initialisation and noise")
+    add("--keep", type=int, default=3, help="newest checkpoints to keep")
+    add(
+        "--milestone-every",
+        type=int,
+        default=0,
+        help="also keep every checkpoint whose step is a multiple (0: none)",
+    )
+    add(
+        "--status-file",
+        default=None,
+        help="status/heartbeat JSON (default: <checkpoint-dir>/status.json)",
+    )
+    add("--status-interval", type=int, default=10, help="steps between status writes")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--async",
+        dest="async_save",
+        action="store_true",
+        default=True,
+        help="save in the background (default)",
+    )
+    mode.add_argument(
+        "--sync",
+        dest="async_save",
+        action="store_false",
+        help="save in the training thread",
+    )
+    add(
+        "--on-save-error",
+        choices=("continue", "stop"),
+        default="continue",
+        help="keep training and retry at the next interval, or stop",
+    )
+    add(
+        "--stop-signal",
+        default="SIGUSR1",
+        help="preemption signal that also means checkpoint-and-exit",
+    )
+    add(
+        "--stop-budget",
+        type=float,
+        default=25.0,
+        help="seconds from a stop signal to exit, final checkpoint included",
+    )
+    add(
+        "--allow-config-mismatch",
+        action="store_true",
+        help="resume even if the checkpoint's run configuration differs",
+    )
+    add(
+        "--allow-fresh-start",
+        action="store_true",
+        help="start from step 0 when checkpoints exist but none verifies",
+    )
+    add("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    add("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    add("--batch-size", type=int, default=32)
+    add("--hidden", type=int, default=64, help="hidden width of the MLP")
+    add("--samples", type=int, default=4096, help="size of the synthetic data set")
+    add("--lr", type=float, default=3e-3)
+    add("--log-interval", type=int, default=10, help="steps between progress log lines")
+    add(
+        "--step-sleep",
+        type=float,
+        default=0.0,
+        help="seconds to sleep per step (to pace a demo or a test)",
+    )
+    add(
+        "--inject-save-pause",
+        type=float,
+        default=0.0,
+        help="fault injection: pause before each commit to widen the crash-during-save window",
+    )
+    args = parser.parse_args(argv)
+    for name in (
+        "steps",
+        "checkpoint_interval",
+        "keep",
+        "status_interval",
+        "batch_size",
+        "hidden",
+        "samples",
+        "log_interval",
+    ):
+        if getattr(args, name) < 1:
+            parser.error("--{} must be >= 1".format(name.replace("_", "-")))
+    try:
+        args.stop_signal = parse_signal(args.stop_signal)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return args
+
+
+class Net(nn.Module):
+    def __init__(self, features: int, hidden: int, outputs: int) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Linear(features, hidden),
+            nn.GELU(),
+            nn.Dropout(0.1),
+            nn.Linear(hidden, hidden),
+            nn.LayerNorm(hidden),
+            nn.GELU(),
+            nn.Linear(hidden, outputs),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+@dataclass
+class Run:
+    device: torch.device
+    amp: bool
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    model: Net
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: Any
+    sampler: ResumableBatchSampler
+    config: dict[str, Any]
+
+
+FEATURES, OUTPUTS = 16, 4
+
+
+def build(args: argparse.Namespace) -> Run:
+    use_cuda = args.device == "cuda" or (
+        args.device == "auto" and torch.cuda.is_available()
+    )
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda given but CUDA is not available")
+    device = torch.device("cuda" if use_cuda else "cpu")
+    random.seed(args.seed)
+    if np is not None:
+        np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    if use_cuda:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    data_gen = torch.Generator().manual_seed(args.seed)
+    inputs = torch.randn(args.samples, FEATURES, generator=data_gen)
+    weights = torch.randn(FEATURES, OUTPUTS, generator=data_gen)
+    targets = torch.tanh(inputs @ weights) + 0.05 * torch.randn(
+        args.samples, OUTPUTS, generator=data_gen
+    )
+    model = Net(FEATURES, args.hidden, OUTPUTS).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=50, gamma=0.9)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_cuda)
+    sampler = ResumableBatchSampler(args.samples, args.batch_size, seed=args.seed)
+    config = {
+        "model": "mlp",
+        "features": FEATURES,
+        "hidden": args.hidden,
+        "outputs": OUTPUTS,
+        "samples": args.samples,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "seed": args.seed,
+        "amp": use_cuda,
+        "world_size": 1,
+    }
+    return Run(
+        device,
+        use_cuda,
+        inputs.to(device),
+        targets.to(device),
+        model,
+        optimizer,
+        scheduler,
+        scaler,
+        sampler,
+        config,
+    )
+
+
+def train_step(run: Run) -> float:
+    index = torch.tensor(run.sampler.next_batch(), device=run.device)
+    x, y = run.inputs[index], run.targets[index]
+    if np is not None:
+        noise = np.random.standard_normal(tuple(x.shape)).astype(np.float32)
+        x = x + 0.01 * torch.from_numpy(noise).to(run.device)
+    x = x * (1.0 + 0.02 * (random.random() - 0.5))
+    run.model.train()
+    with torch.autocast(
+        device_type=run.device.type, dtype=torch.float16, enabled=run.amp
+    ):
+        loss = nn.functional.mse_loss(run.model(x), y)
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    run.scaler.unscale_(run.optimizer)
+    nn.utils.clip_grad_norm_(run.model.parameters(), 1.0)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.scheduler.step()
+    return float(loss.detach())
+
+
+def _commit_info(ckpt: CheckpointManager) -> dict[str, Any] | None:
+    commit = ckpt.last_commit
+    if commit is None:
+        return None
+    return {
+        "name": commit.name,
+        "step": commit.step,
+        "created": commit.created,
+        "size_bytes": commit.size,
+        "seconds": commit.seconds,
+    }
+
+
+class Progress:
+    """Status-file writes with samples/s measured between them."""
+
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        ckpt: CheckpointManager,
+        resumed: dict[str, Any] | None,
+    ) -> None:
+        self.args = args
+        self.ckpt = ckpt
+        self.resumed = resumed
+        self.file = StatusFile(
+            args.status_file or os.path.join(args.checkpoint_dir, "status.json")
+        )
+        self._mark = (time.monotonic(), 0)
+
+    def write(self, state: str, step: int, epoch: int, loss: float | None) -> None:
+        now = time.monotonic()
+        then, then_step = self._mark
+        rate = (
+            (step - then_step) * self.args.batch_size / (now - then)
+            if step > then_step and now > then
+            else None
+        )
+        self._mark = (now, step)
+        self.file.write(
+            state,
+            step,
+            total_steps=self.args.steps,
+            epoch=epoch,
+            loss=loss,
+            samples_per_second=rate,
+            last_checkpoint=_commit_info(self.ckpt),
+            checkpoint_error=self.ckpt.last_error,
+            resumed_from=self.resumed,
+        )
+
+
+def train(
+    args: argparse.Namespace, run: Run, ckpt: CheckpointManager, stop: StopSignals
+) -> int:
+    restored = ckpt.restore()
+    step, resumed = 0, None
+    if restored is None:
+        LOG.info("starting fresh: no checkpoint in %s", ckpt.directory)
+    else:
+        step = restored.step
+        resumed = {
+            "name": restored.name,
+            "step": restored.step,
+            "skipped": [list(s) for s in restored.skipped],
+        }
+    progress = Progress(args, ckpt, resumed)
+    progress.write("training", step, run.sampler.epoch, None)
+    loss: float | None = None
+    while step < args.steps and not stop.requested:
+        loss = train_step(run)
+        step += 1
+        if args.step_sleep > 0:
+            time.sleep(args.step_sleep)
+        ckpt.poll()
+        if step % args.checkpoint_interval == 0 and step < args.steps:
+            ckpt.save(step, epoch=run.sampler.epoch, extras={"loss": loss})
+        if step % args.log_interval == 0:
+            LOG.info(
+                "step %d loss %.6f lr %.3g", step, loss, run.scheduler.get_last_lr()[0]
+            )
+        if step % args.status_interval == 0:
+            progress.write("training", step, run.sampler.epoch, loss)
+    if stop.requested:
+        LOG.info(
+            "received %s at step %d; writing a final checkpoint (stop budget %.0fs)",
+            stop.name,
+            step,
+            args.stop_budget,
+        )
+        progress.write("stopping", step, run.sampler.epoch, loss)
+        final_checkpoint(ckpt, step, run, loss, stop, args.stop_budget)
+        LOG.info("stopped at step %d after %s", step, stop.name)
+        progress.write("stopping", step, run.sampler.epoch, loss)
+        return EXIT_OK
+    committed = ckpt.save(
+        step, epoch=run.sampler.epoch, extras={"loss": loss}, blocking=True
+    )
+    progress.write("finished" if committed else "failed", step, run.sampler.epoch, loss)
+    if committed is None:
+        LOG.error(
+            "training finished at step %d but its final checkpoint could not be written",
+            step,
+        )
+        return EXIT_SAVE
+    LOG.info("finished %d steps; final checkpoint %s", step, committed.name)
+    return EXIT_OK
+
+
+def final_checkpoint(
+    ckpt: CheckpointManager,
+    step: int,
+    run: Run,
+    loss: float | None,
+    stop: StopSignals,
+    budget: float,
+) -> None:
+    remaining = stop.remaining(budget)
+    if remaining <= 0:
+        LOG.warning(
+            "stop budget of %.0fs already used up; exiting without a final checkpoint",
+            budget,
+        )
+        return
+    timer = threading.Timer(remaining, _budget_exhausted, args=(budget,))
+    timer.daemon = True
+    timer.start()
+    try:
+        ckpt.save(step, epoch=run.sampler.epoch, extras={"loss": loss}, blocking=True)
+    finally:
+        timer.cancel()
+
+
+def _budget_exhausted(budget: float) -> None:
+    LOG.warning(
+        "stop budget of %.0fs ran out before the final checkpoint was committed; exiting now "
+        "(the next start resumes from the previous checkpoint)",
+        budget,
+    )
+    logging.shutdown()
+    os._exit(EXIT_OK)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stdout,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    run = build(args)
+    objects = {
+        "model": run.model,
+        "optimizer": run.optimizer,
+        "scheduler": run.scheduler,
+        "scaler": run.scaler,
+        "data": run.sampler,
+    }
+    stop = StopSignals((signal.SIGTERM, signal.SIGINT, args.stop_signal))
+    ckpt = CheckpointManager(
+        args.checkpoint_dir,
+        objects,
+        config=run.config,
+        keep=args.keep,
+        milestone_every=args.milestone_every,
+        async_save=args.async_save,
+        on_error=args.on_save_error,
+        allow_config_mismatch=args.allow_config_mismatch,
+        allow_fresh_start=args.allow_fresh_start,
+        pause_before_commit=args.inject_save_pause,
+    )
+    LOG.info(
+        "training on %s: %d steps, checkpoint every %d into %s",
+        run.device,
+        args.steps,
+        args.checkpoint_interval,
+        ckpt.directory,
+    )
+    try:
+        with stop, ckpt:
+            return train(args, run, ckpt, stop)
+    except CheckpointLockedError as exc:
+        return _fail(EXIT_LOCKED, exc)
+    except ConfigMismatchError as exc:
+        return _fail(EXIT_CONFIG, exc)
+    except NoValidCheckpointError as exc:
+        return _fail(EXIT_NO_VALID, exc)
+    except UnsafeCheckpointError as exc:
+        return _fail(EXIT_UNSAFE, exc)
+    except CheckpointWriteError as exc:
+        return _fail(EXIT_SAVE, exc)
+    except CheckpointError as exc:
+        return _fail(EXIT_OTHER, exc)
+
+
+def _fail(code: int, exc: Exception) -> int:
+    LOG.error("%s", exc)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

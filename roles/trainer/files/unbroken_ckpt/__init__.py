@@ -1,0 +1,100 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+# Copyright (c) 2026 unbroken.training contributors
+"""unbroken_ckpt: checkpoints that make a killed-and-resumed run identical to an uninterrupted one.
+
+Needs PyTorch (>= 2.4) and the standard library; NumPy's RNG is saved when NumPy is
+installed.  Never imports Ansible.  Put the directory that contains this package on
+``PYTHONPATH`` (the trainer role mounts it read-only into the training container).
+
+Usage::
+
+    from unbroken_ckpt import CheckpointManager, ResumableBatchSampler, StatusFile, StopSignals
+
+    objects = {"model": model, "optimizer": opt, "scheduler": sched, "scaler": scaler, "data": sampler}
+    with CheckpointManager("/ckpt", objects, config=run_config, keep=3) as ckpt, StopSignals() as stop:
+        restored = ckpt.restore()                 # None on a fresh directory
+        step = restored.step if restored else 0
+        while step < total and not stop.requested:
+            ...train one step...; step += 1
+            ckpt.poll()                           # collect a finished background save
+            if step % interval == 0:
+                ckpt.save(step, extras={...})     # async: copies to CPU, writes in background
+        ckpt.save(step, blocking=True)            # final / on signal
+
+What a checkpoint holds (``state.pt``, loaded with ``torch.load(weights_only=True)``):
+every registered object's ``state_dict`` (model, optimizer, LR scheduler, GradScaler,
+``ResumableBatchSampler`` position, ...), the Python/NumPy/torch-CPU/CUDA RNG states as
+tensors and scalars, the step and epoch, and user extras (tensors, numbers, strings,
+lists, dicts; anything else is refused when saving, not at resume).  The manifest
+(``MANIFEST.json``, format in ``checkpoint_manifest``) records sizes, SHA-256 segment
+hashes, the run configuration and its fingerprint; a resume with a different
+configuration fails with ``ConfigMismatchError`` unless explicitly allowed.
+
+Status file schema (``StatusFile``; JSON object, replaced atomically, not fsynced):
+
+================== ============== ===========================================================
+key                type           meaning
+================== ============== ===========================================================
+schema             str            always ``"unbroken.training/status"``
+version            int            schema version, ``1``
+state              str            ``starting`` | ``training`` | ``stopping`` | ``finished`` | ``failed``
+step               int            optimizer steps completed
+total_steps        int or null    steps the run is configured for
+epoch              int or null    current data epoch
+loss               float or null  loss of the latest step
+samples_per_second float or null  throughput since the previous status write
+last_checkpoint    object or null ``{"name", "step", "created" (unix s), "size_bytes", "seconds"}``
+checkpoint_error   str or null    message of the latest failed save (cleared by the next success)
+resumed_from       object or null ``{"name", "step", "skipped": [[name, reason], ...]}``
+pid                int            trainer process id (inside its PID namespace)
+hostname           str            host (container) name
+started_at         float          unix time the process started
+updated_at         float          unix time of this write: the heartbeat a watchdog compares
+updated_at_iso     str            the same, ISO 8601 UTC
+extra              object         script-specific additions
+================== ============== ===========================================================
+
+A missing or unparsable file means "no heartbeat yet"; readers use ``read_status``.
+"""
+
+from __future__ import annotations
+
+from . import checkpoint_manifest
+from .errors import (
+    CheckpointError,
+    CheckpointLockedError,
+    CheckpointSpaceError,
+    CheckpointWriteError,
+    ConfigMismatchError,
+    NoValidCheckpointError,
+    UnsafeCheckpointError,
+)
+from .manager import LIBRARY_VERSION, CheckpointManager, Restored, load_state_file
+from .sampler import ResumableBatchSampler
+from .signals import StopSignals, parse_signal
+from .status import STATUS_SCHEMA, STATUS_VERSION, StatusFile, read_status
+from .storage import Commit
+
+__version__ = LIBRARY_VERSION
+
+__all__ = [
+    "STATUS_SCHEMA",
+    "STATUS_VERSION",
+    "CheckpointError",
+    "CheckpointLockedError",
+    "CheckpointManager",
+    "CheckpointSpaceError",
+    "CheckpointWriteError",
+    "Commit",
+    "ConfigMismatchError",
+    "NoValidCheckpointError",
+    "Restored",
+    "ResumableBatchSampler",
+    "StatusFile",
+    "StopSignals",
+    "UnsafeCheckpointError",
+    "checkpoint_manifest",
+    "load_state_file",
+    "parse_signal",
+    "read_status",
+]

@@ -1,0 +1,384 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+# Copyright (c) 2026 unbroken.training contributors
+"""CheckpointManager: save and restore complete training state."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Self
+
+import torch
+
+from . import checkpoint_manifest as fmt
+from . import storage
+from .errors import (
+    CheckpointError,
+    CheckpointWriteError,
+    ConfigMismatchError,
+    NoValidCheckpointError,
+    UnsafeCheckpointError,
+)
+from .rng import capture_rng, restore_rng
+from .snapshot import SnapshotBuffers, check_weights_only_safe, tensor_bytes
+
+LOG = logging.getLogger("unbroken_ckpt")
+ON_ERROR_CHOICES = ("continue", "stop")
+PAYLOAD_FORMAT = "unbroken_ckpt/state-v1"
+LIBRARY_VERSION = "1.0.0"
+
+
+class Stateful(Protocol):
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> Any: ...
+
+
+@dataclass
+class Restored:
+    """What ``restore`` brought back."""
+
+    name: str
+    step: int
+    epoch: int | None
+    extras: dict[str, Any]
+    path: str
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class _Job:
+    step: int
+    thread: threading.Thread
+    commit: storage.Commit | None = None
+    error: BaseException | None = None
+
+
+class CheckpointManager:
+    """Own one checkpoint directory: lock it, restore from it, save into it.
+
+    ``objects`` maps names to things with ``state_dict``/``load_state_dict`` (model,
+    optimizer, LR scheduler, GradScaler, data sampler, ...).  ``config`` is the JSON
+    description of the run whose fingerprint must match on resume.
+    """
+
+    def __init__(
+        self,
+        directory: str,
+        objects: Mapping[str, Stateful],
+        config: Mapping[str, Any] | None = None,
+        keep: int = 3,
+        milestone_every: int = 0,
+        async_save: bool = True,
+        on_error: str = "continue",
+        allow_config_mismatch: bool = False,
+        allow_fresh_start: bool = False,
+        pause_before_commit: float = 0.0,
+    ) -> None:
+        if keep < 1:
+            raise ValueError(
+                f"keep must be >= 1 (the newest checkpoint is always kept), got {keep}"
+            )
+        if milestone_every < 0:
+            raise ValueError(
+                f"milestone_every must be >= 0 (0 disables milestones), got {milestone_every}"
+            )
+        if on_error not in ON_ERROR_CHOICES:
+            raise ValueError(
+                "on_error must be one of {}, got {!r}".format(
+                    ", ".join(ON_ERROR_CHOICES), on_error
+                )
+            )
+        self.directory = os.path.abspath(directory)
+        self.objects = dict(objects)
+        self.config = dict(config or {})
+        self.fingerprint = fmt.config_fingerprint(self.config)
+        self.keep = keep
+        self.milestone_every = milestone_every
+        self.async_save = async_save
+        self.on_error = on_error
+        self.allow_config_mismatch = allow_config_mismatch
+        self.allow_fresh_start = allow_fresh_start
+        self.pause_before_commit = pause_before_commit
+        self.last_commit: storage.Commit | None = None
+        self.last_error: str | None = None
+        self.failures = 0
+        self._lock = storage.DirectoryLock(self.directory)
+        self._buffers = SnapshotBuffers(pin_memory=True)
+        self._job: _Job | None = None
+
+    # -- lifecycle -------------------------------------------------------------
+    def open(self) -> CheckpointManager:
+        """Create the directory, take the writer lock and clear crashed writes."""
+        os.makedirs(self.directory, exist_ok=True)
+        self._lock.acquire()
+        storage.cleanup_incomplete(self.directory)
+        return self
+
+    def close(self) -> None:
+        """Wait for an in-flight save, then release the lock."""
+        try:
+            if self._lock.held:
+                self.wait()
+        finally:
+            self._lock.release()
+
+    def __enter__(self) -> Self:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- restore ---------------------------------------------------------------
+    def restore(self) -> Restored | None:
+        """Load the newest checkpoint that verifies into the registered objects.
+
+        Returns None when the directory holds no checkpoint at all.
+        """
+        best, invalid = fmt.find_newest_valid(
+            self.directory, full=True, accept=self._check_config
+        )
+        if best is None:
+            for status in invalid:
+                LOG.warning(
+                    "checkpoint %s is invalid (%s); no older valid checkpoint",
+                    status.name,
+                    status.reason(),
+                )
+            if invalid and not self.allow_fresh_start:
+                raise NoValidCheckpointError(
+                    f"{len(invalid)} checkpoint(s) in {self.directory} but none verifies; refusing "
+                    "to start from step 0 over them: move them away or allow a fresh start "
+                    "(allow_fresh_start / --allow-fresh-start)"
+                )
+            return None
+        for status in invalid:
+            LOG.warning(
+                "checkpoint %s is invalid (%s); falling back to %s",
+                status.name,
+                status.reason(),
+                best.name,
+            )
+        payload = load_state_file(os.path.join(best.path, storage.STATE_FILE))
+        self._apply(payload, best.name)
+        manifest = best.manifest or {}
+        self.last_commit = storage.Commit(
+            best.name,
+            best.step,
+            best.path,
+            best.size,
+            0.0,
+            manifest.get("created", 0.0),
+        )
+        LOG.info("resumed from checkpoint %s (step %d)", best.name, best.step)
+        return Restored(
+            name=best.name,
+            step=best.step,
+            epoch=payload.get("epoch"),
+            extras=payload.get("extras") or {},
+            path=best.path,
+            skipped=[(s.name, s.reason()) for s in invalid],
+        )
+
+    def _check_config(self, status: fmt.CheckpointStatus) -> None:
+        manifest = status.manifest or {}
+        if manifest.get("config_fingerprint") == self.fingerprint:
+            return
+        message = (
+            "checkpoint {} was written by a run with a different configuration ({}); resuming "
+            "would mix two different runs: restore the original configuration, use a new "
+            "checkpoint directory, or allow it explicitly (allow_config_mismatch / "
+            "--allow-config-mismatch)".format(
+                status.name,
+                describe_config_diff(manifest.get("config", {}), self.config),
+            )
+        )
+        if not self.allow_config_mismatch:
+            raise ConfigMismatchError(message)
+        LOG.warning("%s; continuing because the mismatch is allowed", message)
+
+    def _apply(self, payload: dict[str, Any], name: str) -> None:
+        states = payload.get("objects")
+        if payload.get("format") != PAYLOAD_FORMAT or not isinstance(states, dict):
+            raise CheckpointError(
+                f"checkpoint {name} has no state written by this library"
+            )
+        missing = sorted(set(self.objects) - set(states))
+        if missing:
+            raise CheckpointError(
+                "checkpoint {} has no state for {}; it was written by a run with other objects".format(
+                    name, ", ".join(missing)
+                )
+            )
+        for key, obj in self.objects.items():
+            obj.load_state_dict(states[key])
+        restore_rng(payload["rng"])
+
+    # -- save ------------------------------------------------------------------
+    def save(
+        self,
+        step: int,
+        epoch: int | None = None,
+        extras: dict[str, Any] | None = None,
+        blocking: bool | None = None,
+    ) -> storage.Commit | None:
+        """Checkpoint the registered objects at ``step``.
+
+        Asynchronous (unless ``blocking`` or ``async_save`` is false): the state is copied
+        to CPU buffers and written by a background thread; at most one save is in flight,
+        so this first waits for the previous one.  Returns the commit of a blocking save.
+        """
+        self.wait()
+        if self.last_commit is not None and self.last_commit.step == step:
+            return self.last_commit
+        payload = self._payload(step, epoch, extras)
+        nbytes = tensor_bytes(payload)
+        if not (self.async_save if blocking is None else not blocking):
+            job = _Job(step, threading.current_thread())
+            self._write(job, payload, nbytes, epoch)
+            self._job = job
+            return self.wait()
+        snapshot = self._buffers.copy(payload)
+        job = _Job(step, threading.current_thread())
+        # Not a daemon: interpreter exit waits for a save in flight even without close().
+        job.thread = threading.Thread(
+            target=self._write,
+            args=(job, snapshot, nbytes, epoch),
+            name=f"unbroken-ckpt-writer-{step}",
+        )
+        self._job = job
+        job.thread.start()
+        return None
+
+    def _payload(
+        self, step: int, epoch: int | None, extras: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        payload = {
+            "format": PAYLOAD_FORMAT,
+            "step": int(step),
+            "epoch": epoch,
+            "objects": {key: obj.state_dict() for key, obj in self.objects.items()},
+            "rng": capture_rng(),
+            "extras": dict(extras or {}),
+        }
+        check_weights_only_safe(payload, "checkpoint state")
+        return payload
+
+    def _write(
+        self, job: _Job, payload: dict[str, Any], nbytes: int, epoch: int | None
+    ) -> None:
+        try:
+            job.commit = storage.write_checkpoint(
+                self.directory,
+                job.step,
+                payload,
+                nbytes,
+                epoch,
+                self.config,
+                self._writer_info(),
+                pause_before_commit=self.pause_before_commit,
+            )
+            deleted = storage.rotate(
+                self.directory, job.step, self.keep, self.milestone_every
+            )
+            if deleted:
+                LOG.debug("rotated out %s", ", ".join(deleted))
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the training thread by wait()
+            job.error = exc
+
+    def _writer_info(self) -> dict[str, Any]:
+        return {
+            "library": "unbroken_ckpt",
+            "library_version": LIBRARY_VERSION,
+            "torch": torch.__version__,
+            "hostname": socket.gethostname(),
+            "pid": os.getpid(),
+        }
+
+    @property
+    def in_flight(self) -> bool:
+        return self._job is not None and self._job.thread.is_alive()
+
+    def poll(self) -> storage.Commit | None:
+        """Collect a finished background save without blocking (errors per ``on_error``)."""
+        if self._job is None or self._job.thread.is_alive():
+            return None
+        return self.wait()
+
+    def wait(self) -> storage.Commit | None:
+        """Wait for the in-flight save; return its commit, None if it failed or none ran."""
+        job, self._job = self._job, None
+        if job is None:
+            return None
+        if job.thread is not threading.current_thread():
+            job.thread.join()
+        if job.error is not None:
+            self._failed(job.error)
+            return None
+        self.last_commit = job.commit
+        self.last_error = None
+        if job.commit is not None:
+            LOG.info(
+                "checkpoint %s committed (%.1f MiB in %.2fs)",
+                job.commit.name,
+                job.commit.size / 2**20,
+                job.commit.seconds,
+            )
+        return job.commit
+
+    def _failed(self, exc: BaseException) -> None:
+        self.failures += 1
+        self.last_error = str(exc)
+        if not isinstance(exc, CheckpointWriteError) or self.on_error == "stop":
+            raise exc
+        LOG.error(
+            "%s; training continues and the next checkpoint retries (on_error=continue)",
+            exc,
+        )
+
+
+def load_state_file(path: str) -> dict[str, Any]:
+    """``torch.load`` a state file with ``weights_only=True``; refuse anything else clearly."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError or RuntimeError subclasses
+        text = str(exc)
+        if (
+            "weights_only" in text.lower().replace(" ", "_")
+            or "Unsupported global" in text
+        ):
+            raise UnsafeCheckpointError(
+                f"refusing to load {path}: it contains pickled objects that torch.load(weights_only=True) "
+                "does not allow (it was not written by this library and could run code if loaded "
+                f"unsafely): {text.splitlines()[0] if text else type(exc).__name__}"
+            ) from None
+        raise CheckpointError(
+            f"could not load {path}: {text.splitlines()[0] if text else exc}"
+        ) from exc
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"{path} does not hold a checkpoint state dictionary")
+    return payload
+
+
+def describe_config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    """Say which configuration keys differ, e.g. ``hidden: 64 -> 128``."""
+    keys = sorted(set(old) | set(new))
+    parts = [
+        "{}: {} -> {}".format(
+            k, _show(old.get(k, "<unset>")), _show(new.get(k, "<unset>"))
+        )
+        for k in keys
+        if old.get(k, "<unset>") != new.get(k, "<unset>")
+    ]
+    return ", ".join(parts) or "fingerprints differ"
+
+
+def _show(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+__all__ = ["CheckpointManager", "Restored", "describe_config_diff", "load_state_file"]

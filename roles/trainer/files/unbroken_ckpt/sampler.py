@@ -1,0 +1,88 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+# Copyright (c) 2026 unbroken.training contributors
+"""A batch sampler whose position is part of the checkpoint.
+
+Each epoch's order is a permutation drawn from its own generator seeded by (seed,
+epoch), so it does not depend on, nor disturb, the global RNGs; ``state_dict`` holds
+(epoch, batches consumed), so a resumed run sees exactly the batch the interrupted one
+would have seen next.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+
+class ResumableBatchSampler:
+    """Yield lists of sample indices, epoch after epoch, resumable mid-epoch.
+
+    The position advances when a batch is handed out by ``next_batch`` (or by iteration
+    with ``DataLoader(batch_sampler=..., num_workers=0)``); with worker processes the
+    loader prefetches ahead, so call ``next_batch`` yourself instead.
+    """
+
+    def __init__(
+        self, num_samples: int, batch_size: int, seed: int, shuffle: bool = True
+    ) -> None:
+        if batch_size < 1 or num_samples < batch_size:
+            raise ValueError(
+                f"need 1 <= batch_size <= num_samples, got {batch_size} and {num_samples}"
+            )
+        self.num_samples = num_samples
+        self.batch_size = batch_size
+        self.seed = seed
+        self.shuffle = shuffle
+        self.epoch = 0
+        self.position = 0
+        self._order = self._permutation(0)
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return self.num_samples // self.batch_size
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        if not self.shuffle:
+            return torch.arange(self.num_samples)
+        generator = torch.Generator()
+        generator.manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(self.num_samples, generator=generator)
+
+    def next_batch(self) -> list[int]:
+        """Return the next batch's indices and advance (rolling over into the next epoch)."""
+        if self.position >= self.batches_per_epoch:
+            self.epoch += 1
+            self.position = 0
+            self._order = self._permutation(self.epoch)
+        start = self.position * self.batch_size
+        self.position += 1
+        return self._order[start : start + self.batch_size].tolist()
+
+    def __iter__(self) -> Iterator[list[int]]:
+        while self.position < self.batches_per_epoch:
+            yield self.next_batch()
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch - self.position
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "position": self.position,
+            "seed": self.seed,
+            "num_samples": self.num_samples,
+            "batch_size": self.batch_size,
+            "shuffle": self.shuffle,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key in ("seed", "num_samples", "batch_size", "shuffle"):
+            if state[key] != getattr(self, key):
+                raise ValueError(
+                    f"sampler {key} differs from the checkpoint's ({getattr(self, key)!r} != {state[key]!r})"
+                )
+        self.epoch = int(state["epoch"])
+        self.position = int(state["position"])
+        self._order = self._permutation(self.epoch)
