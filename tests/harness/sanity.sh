@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-3.0-or-later
+# Copyright (c) 2026 unbroken.training contributors
+#
+# Run `ansible-test sanity` on the collection. ansible-test needs the tree at
+# .../ansible_collections/unbroken/training and, offline, cannot bootstrap its
+# own per-test virtualenvs; so a dedicated virtualenv gets ansible-test's own
+# pinned sanity requirements and the tests run with --local.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cache="$root/.cache"
+venv="$cache/sanity-venv"
+reqdir_rel=lib/python3.11/site-packages/ansible_test/_data/requirements
+core=$(grep -E '^ansible-core==' "$root/requirements-dev.txt")
+
+stamp=$(printf '%s\n' "$core" "$(cat "$0")" | sha256sum | cut -c1-16)
+if [ ! -f "$venv/.stamp-$stamp" ]; then
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q "$core"
+  reqs=()
+  for t in ansible-doc changelog import pep8 pylint runtime-metadata validate-modules yamllint; do
+    reqs+=(-r "$venv/$reqdir_rel/sanity.$t.txt")
+  done
+  "$venv/bin/pip" install -q "${reqs[@]}"
+  touch "$venv/.stamp-$stamp"
+fi
+
+# The import test bootstraps pip with a script it downloads from a host that is
+# unreachable offline; give it an equivalent built from ensurepip instead.
+pip_version=$(grep -oP "^\s*pip='\K[0-9.]+" "$venv/lib/python3.11/site-packages/ansible_test/_internal/python_requirements.py")
+mkdir -p "$HOME/.ansible/test/cache"
+cp "$root/tests/harness/get_pip_offline.py" "$HOME/.ansible/test/cache/get_pip_${pip_version//./_}.py"
+
+work="$cache/sanity/ansible_collections/unbroken/training"
+rm -rf "$cache/sanity"
+mkdir -p "$work"
+# Exactly the files git would ship (tracked and not ignored).
+(cd "$root" && git ls-files -co --exclude-standard -z) \
+  | (cd "$root" && rsync -a --from0 --files-from=- ./ "$work/")
+cd "$work"
+# Git metadata lets ansible-test see which files belong to the collection.
+git init -q && git add -A >/dev/null && git -c user.name=ci -c user.email=ci@localhost commit -qm sanity
+exec "$venv/bin/ansible-test" sanity --local --python 3.11 --color no "$@"
