@@ -1,0 +1,330 @@
+#!/usr/bin/python
+# SPDX-License-Identifier: GPL-3.0-or-later
+# Copyright (c) 2026 unbroken.training contributors
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: sshd_config_info
+short_description: Read the effective OpenSSH server or client configuration and where it comes from
+version_added: 0.1.0
+description:
+  - Runs C(sshd -T) (optionally with a C(-C) connection spec) or C(ssh -G <host>) and returns
+    the effective configuration as a dict.
+  - Re-reads the configuration files in OpenSSH's order, expanding C(Include) globs in place,
+    and tells which file and line sets a keyword first. OpenSSH uses the first value it reads,
+    so a drop-in that sorts earlier (for example C(50-cloud-init.conf)) or a line in the main
+    file above its C(Include) silently wins; this module names that line.
+  - Optionally compares effective values with expected ones and reports each mismatch with
+    the file and line that wins.
+  - Reads only; it never changes the host, so it behaves the same in check mode.
+author:
+  - unbroken.training contributors
+options:
+  target:
+    description:
+      - C(sshd) evaluates the server with C(sshd -T); C(ssh) evaluates the client with C(ssh -G).
+    type: str
+    choices: [sshd, ssh]
+    default: sshd
+  binary:
+    description:
+      - Path of the C(sshd) or C(ssh) executable.
+      - Default is to search C(PATH) plus C(/usr/sbin) and C(/sbin).
+    type: path
+  config_file:
+    description:
+      - Main configuration file, passed as C(sshd -f) or C(ssh -F).
+      - Default C(/etc/ssh/sshd_config) for O(target=sshd), C(/etc/ssh/ssh_config) for
+        O(target=ssh).
+    type: path
+  base_dir:
+    description:
+      - Directory that relative C(Include) paths resolve against.
+      - Default is the directory of O(config_file) (C(/etc/ssh) for the system files).
+    type: path
+  connection:
+    description:
+      - Connection spec for C(sshd -T -C), so C(Match) blocks are evaluated for that
+        connection. Only with O(target=sshd).
+    type: dict
+    suboptions:
+      user:
+        description: User name of the connection.
+        type: str
+      host:
+        description: Remote host name of the connection.
+        type: str
+      addr:
+        description: Remote address of the connection.
+        type: str
+      laddr:
+        description: Local address the connection arrives on.
+        type: str
+      lport:
+        description: Local port the connection arrives on.
+        type: int
+      rdomain:
+        description: Routing domain of the connection.
+        type: str
+  host:
+    description:
+      - Destination that C(ssh -G) evaluates; C(Host) blocks are matched against it.
+      - Required with O(target=ssh).
+    type: str
+  keywords:
+    description:
+      - Keywords (any case) to attribute to files and lines in RV(sources) and RV(origins).
+      - Keywords of O(expect) are always attributed.
+    type: list
+    elements: str
+    default: []
+  expect:
+    description:
+      - "Expected effective values by keyword, for example C({ClientAliveInterval: 60}).
+        Booleans compare as C(yes)/C(no). Differences are returned in RV(mismatches)."
+    type: dict
+    default: {}
+  included_file:
+    description:
+      - A path (existing or not) to look for among the files the configuration reads
+        unconditionally through C(Include); the answer is RV(included).
+    type: path
+notes:
+  - C(sshd -T) must run as root (it reads the host keys); use C(become).
+  - Lines inside C(Match) blocks (and, for the client, C(Host) blocks that do not match
+    O(host)) are reported as conditional and never named as the winning line. A C(Match)
+    block opened in an included file ends with that file, as in OpenSSH 8.x and later.
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+"""
+
+EXAMPLES = r"""
+- name: Read the effective sshd configuration and who sets the keepalive options
+  unbroken.training.sshd_config_info:
+    expect:
+      ClientAliveInterval: 60
+      ClientAliveCountMax: 3
+      TCPKeepAlive: true
+  register: sshd_info
+
+- name: Fail with the file and line that shadows a value
+  ansible.builtin.assert:
+    that: sshd_info.mismatches | length == 0
+    fail_msg: "{{ sshd_info.mismatches | map(attribute='message') | join('; ') }}"
+
+- name: Evaluate Match blocks for one connection
+  unbroken.training.sshd_config_info:
+    connection:
+      user: alice
+      host: laptop.example.org
+      addr: 192.0.2.10
+  register: alice_view
+
+- name: Read the client configuration for one destination
+  unbroken.training.sshd_config_info:
+    target: ssh
+    host: gpu01.example.org
+    expect:
+      ServerAliveInterval: 60
+"""
+
+RETURN = r"""
+config:
+  description:
+    - Effective configuration, keys in lower case. A keyword printed more than once
+      (C(hostkey), C(listenaddress), C(acceptenv), ...) is a list of its values.
+  returned: success
+  type: dict
+  sample: {"clientaliveinterval": "60", "clientalivecountmax": "3", "port": "22"}
+command:
+  description: The command that produced RV(config).
+  returned: success
+  type: list
+  elements: str
+  sample: ["/usr/sbin/sshd", "-T", "-f", "/etc/ssh/sshd_config"]
+connection_spec:
+  description: The C(-C) argument used, or null.
+  returned: success
+  type: str
+  sample: user=alice,host=laptop.example.org,addr=192.0.2.10
+files:
+  description: Configuration files read, in OpenSSH's reading order.
+  returned: success
+  type: list
+  elements: str
+  sample: ["/etc/ssh/sshd_config", "/etc/ssh/sshd_config.d/00-unbroken-keepalive.conf"]
+sources:
+  description:
+    - Per requested keyword (lower case), every line that may set it, in reading order, with
+      C(file), C(line), C(value) and C(conditional).
+  returned: success
+  type: dict
+  sample: {"clientaliveinterval": [{"file": "/etc/ssh/sshd_config.d/50-cloud-init.conf",
+           "line": 3, "value": "0", "conditional": false}]}
+origins:
+  description:
+    - Per requested keyword, the line whose value is in force (the first unconditional one),
+      or null when no line sets it.
+  returned: success
+  type: dict
+  sample: {"clientaliveinterval": {"file": "/etc/ssh/sshd_config", "line": 12,
+           "value": "0", "conditional": false}}
+mismatches:
+  description:
+    - Keywords of O(expect) whose effective value differs, with C(keyword), C(expected),
+      C(effective), C(origin) and a human-readable C(message) naming the winning file and line.
+  returned: success
+  type: list
+  elements: dict
+  sample: [{"keyword": "ClientAliveInterval", "expected": "60", "effective": "0",
+            "message": "ClientAliveInterval is 0, expected 60: /etc/ssh/sshd_config line 12 sets
+            'ClientAliveInterval 0' first and OpenSSH uses the first value it reads"}]
+included:
+  description: Whether O(included_file) is read unconditionally; null when not asked.
+  returned: success
+  type: bool
+  sample: true
+listen:
+  description:
+    - For O(target=sshd), the listen addresses with C(address), C(port) and a
+      C(connect_address) to probe them locally (loopback for wildcard addresses).
+  returned: success
+  type: list
+  elements: dict
+  sample: [{"address": "0.0.0.0", "port": 22, "connect_address": "127.0.0.1"}]
+"""
+
+import os
+from typing import Any, Dict, List, Optional
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.unbroken.training.plugins.module_utils.sshd_config import (
+    ConfigError,
+    build_connection_spec,
+    compare,
+    is_included,
+    listen_endpoints,
+    origin_of,
+    parse_effective,
+    sources_for,
+    walk_config,
+)
+
+DEFAULT_CONFIG = {"sshd": "/etc/ssh/sshd_config", "ssh": "/etc/ssh/ssh_config"}
+SEARCH_DIRS = ["/usr/sbin", "/sbin", "/usr/local/sbin"]
+
+
+def argument_spec() -> Dict[str, Any]:
+    return {
+        "target": {"type": "str", "choices": ["sshd", "ssh"], "default": "sshd"},
+        "binary": {"type": "path"},
+        "config_file": {"type": "path"},
+        "base_dir": {"type": "path"},
+        "connection": {
+            "type": "dict",
+            "options": {
+                "user": {"type": "str"},
+                "host": {"type": "str"},
+                "addr": {"type": "str"},
+                "laddr": {"type": "str"},
+                "lport": {"type": "int"},
+                "rdomain": {"type": "str"},
+            },
+        },
+        "host": {"type": "str"},
+        "keywords": {"type": "list", "elements": "str", "default": []},
+        "expect": {"type": "dict", "default": {}},
+        "included_file": {"type": "path"},
+    }
+
+
+def find_binary(module: AnsibleModule, target: str, binary: Optional[str]) -> str:
+    if binary:
+        if not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
+            module.fail_json(msg=f"{binary} is not an executable file")
+        return binary
+    found = module.get_bin_path(target, opt_dirs=SEARCH_DIRS)
+    if not found:
+        package = "openssh-server" if target == "sshd" else "openssh-client"
+        module.fail_json(msg=f"{target} not found in PATH or {SEARCH_DIRS}; install {package}")
+    return found
+
+
+def build_command(
+    target: str, binary: str, config_file: str, spec: Optional[str], host: Optional[str]
+) -> List[str]:
+    if target == "sshd":
+        command = [binary, "-T", "-f", config_file]
+        if spec:
+            command += ["-C", spec]
+        return command
+    return [binary, "-G", "-F", config_file, "--", host or ""]
+
+
+def run_module(module: AnsibleModule) -> Dict[str, Any]:
+    params = module.params
+    target = params["target"]
+    if target == "ssh" and not params["host"]:
+        module.fail_json(msg="host is required with target=ssh (the destination ssh -G evaluates)")
+    if target == "sshd" and params["host"]:
+        module.fail_json(msg="host is only for target=ssh; use connection.host for sshd -T -C")
+    if target == "ssh" and params["connection"]:
+        module.fail_json(msg="connection is only for target=sshd (ssh -G has no -C)")
+    config_file = params["config_file"] or DEFAULT_CONFIG[target]
+    if not os.path.isfile(config_file):
+        module.fail_json(msg=f"{config_file} does not exist")
+    connection = {k: v for k, v in (params["connection"] or {}).items() if v is not None}
+    spec = build_connection_spec(connection)
+    binary = find_binary(module, target, params["binary"])
+    command = build_command(target, binary, config_file, spec, params["host"])
+
+    rc, out, err = module.run_command(command, environ_update={"LC_ALL": "C"})
+    if rc != 0:
+        module.fail_json(
+            msg=f"{' '.join(command)} failed (rc={rc}): {(err or out).strip()}",
+            rc=rc,
+            stdout=out,
+            stderr=err,
+            command=command,
+        )
+    effective = parse_effective(out)
+
+    client_host = params["host"] if target == "ssh" else None
+    directives, files = walk_config(config_file, params["base_dir"], client_host)
+    keywords = list(params["keywords"]) + list(params["expect"])
+    sources = sources_for(directives, keywords)
+    included = None
+    if params["included_file"]:
+        included = is_included(
+            config_file, params["included_file"], params["base_dir"], client_host
+        )
+    return {
+        "changed": False,
+        "config": effective,
+        "command": command,
+        "connection_spec": spec,
+        "files": files,
+        "sources": sources,
+        "origins": {key: origin_of(found) for key, found in sources.items()},
+        "mismatches": compare(effective, params["expect"], sources),
+        "included": included,
+        "listen": listen_endpoints(effective) if target == "sshd" else [],
+    }
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    try:
+        result = run_module(module)
+    except ConfigError as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
