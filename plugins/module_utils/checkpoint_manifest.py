@@ -75,9 +75,7 @@ def config_fingerprint(config: Mapping[str, Any]) -> str:
 
 
 def _canonical(value: Any) -> bytes:
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), allow_nan=False
-    ).encode("utf-8")
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
 def _hash_range(fd: int, start: int, length: int, algorithm: str) -> str:
@@ -170,10 +168,7 @@ def dumps_manifest(manifest: Mapping[str, Any]) -> bytes:
     """Serialise a manifest with its self-digest (so a flipped bit in it is detected)."""
     body = {k: v for k, v in manifest.items() if k != "digest"}
     body["digest"] = "sha256:" + hashlib.sha256(_canonical(body)).hexdigest()
-    return (
-        json.dumps(body, sort_keys=True, indent=1, allow_nan=False).encode("utf-8")
-        + b"\n"
-    )
+    return json.dumps(body, sort_keys=True, indent=1, allow_nan=False).encode("utf-8") + b"\n"
 
 
 def loads_manifest(data: bytes) -> dict[str, Any]:
@@ -208,9 +203,7 @@ def loads_manifest(data: bytes) -> dict[str, Any]:
 def _check_structure(manifest: Mapping[str, Any]) -> None:
     step = manifest.get("step")
     if not isinstance(step, int) or isinstance(step, bool) or step < 0:
-        raise ManifestError(
-            f"manifest step must be a non-negative integer, got {step!r}"
-        )
+        raise ManifestError(f"manifest step must be a non-negative integer, got {step!r}")
     hash_info = manifest.get("hash")
     if not isinstance(hash_info, dict) or hash_info.get("algorithm") != HASH_ALGORITHM:
         raise ManifestError(f"manifest hash algorithm must be {HASH_ALGORITHM!r}")
@@ -241,11 +234,7 @@ def _check_file_entry(name: str, entry: Any, segment_size: int) -> None:
     if not isinstance(segments, list) or len(segments) != expected:
         raise ManifestError(f"manifest of {name} must have {expected} segment digests")
     for digest in segments:
-        if (
-            not isinstance(digest, str)
-            or len(digest) != 64
-            or not _HEX_RE.match(digest)
-        ):
+        if not isinstance(digest, str) or len(digest) != 64 or not _HEX_RE.match(digest):
             raise ManifestError(f"manifest of {name} has a malformed digest")
 
 
@@ -278,9 +267,7 @@ def read_manifest(checkpoint_dir: str) -> dict[str, Any]:
         with open(path, "rb") as handle:
             data = handle.read(16 * 1024 * 1024)
     except FileNotFoundError:
-        raise ManifestError(
-            f"{MANIFEST_NAME} is missing (checkpoint never committed)"
-        ) from None
+        raise ManifestError(f"{MANIFEST_NAME} is missing (checkpoint never committed)") from None
     except OSError as exc:
         raise ManifestError(f"{MANIFEST_NAME} is unreadable ({exc.strerror})") from None
     manifest = loads_manifest(data)
@@ -320,11 +307,7 @@ def verify_files(
         except OSError as exc:
             problems.append(f"{name}: read error while hashing ({exc})")
             continue
-        bad = [
-            i
-            for i, (got, want) in enumerate(zip(digests, entry["segments"]))
-            if got != want
-        ]
+        bad = [i for i, (got, want) in enumerate(zip(digests, entry["segments"])) if got != want]
         if bad:
             first = bad[0] * segment_size
             problems.append(
@@ -390,9 +373,7 @@ def list_checkpoints(directory: str) -> list[tuple[int, str]]:
 
 def list_incomplete(directory: str) -> list[str]:
     """Return names of uncommitted writes and unfinished deletions in ``directory``."""
-    return sorted(
-        n for n in os.listdir(directory) if n.startswith((TMP_PREFIX, TRASH_PREFIX))
-    )
+    return sorted(n for n in os.listdir(directory) if n.startswith((TMP_PREFIX, TRASH_PREFIX)))
 
 
 def inspect_checkpoint(
@@ -408,9 +389,7 @@ def inspect_checkpoint(
     except ManifestError as exc:
         status.problems.append(str(exc))
         return status
-    status.problems.extend(
-        verify_files(status.path, status.manifest, full=full, threads=threads)
-    )
+    status.problems.extend(verify_files(status.path, status.manifest, full=full, threads=threads))
     status.verified = full
     return status
 

@@ -76,9 +76,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add = parser.add_argument
     add("--steps", type=int, default=1000, help="optimizer steps to train in total")
-    add(
-        "--checkpoint-interval", type=int, default=100, help="steps between checkpoints"
-    )
+    add("--checkpoint-interval", type=int, default=100, help="steps between checkpoints")
     add("--checkpoint-dir", required=True, help="directory of this run's checkpoints")
     add("--seed", type=int, default=0, help="seed of data, initialisation and noise")
     add("--keep", type=int, default=3, help="newest checkpoints to keep")
@@ -209,9 +207,7 @@ FEATURES, OUTPUTS = 16, 4
 
 
 def build(args: argparse.Namespace) -> Run:
-    use_cuda = args.device == "cuda" or (
-        args.device == "auto" and torch.cuda.is_available()
-    )
+    use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda given but CUDA is not available")
     device = torch.device("cuda" if use_cuda else "cpu")
@@ -266,9 +262,7 @@ def train_step(run: Run) -> float:
         x = x + 0.01 * torch.from_numpy(noise).to(run.device)
     x = x * (1.0 + 0.02 * (random.random() - 0.5))
     run.model.train()
-    with torch.autocast(
-        device_type=run.device.type, dtype=torch.float16, enabled=run.amp
-    ):
+    with torch.autocast(device_type=run.device.type, dtype=torch.float16, enabled=run.amp):
         loss = nn.functional.mse_loss(run.model(x), y)
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(loss).backward()
@@ -305,9 +299,7 @@ class Progress:
         self.args = args
         self.ckpt = ckpt
         self.resumed = resumed
-        self.file = StatusFile(
-            args.status_file or os.path.join(args.checkpoint_dir, "status.json")
-        )
+        self.file = StatusFile(args.status_file or os.path.join(args.checkpoint_dir, "status.json"))
         self._mark = (time.monotonic(), 0)
 
     def write(self, state: str, step: int, epoch: int, loss: float | None) -> None:
@@ -332,9 +324,7 @@ class Progress:
         )
 
 
-def train(
-    args: argparse.Namespace, run: Run, ckpt: CheckpointManager, stop: StopSignals
-) -> int:
+def train(args: argparse.Namespace, run: Run, ckpt: CheckpointManager, stop: StopSignals) -> int:
     restored = ckpt.restore()
     step, resumed = 0, None
     if restored is None:
@@ -358,9 +348,7 @@ def train(
         if step % args.checkpoint_interval == 0 and step < args.steps:
             ckpt.save(step, epoch=run.sampler.epoch, extras={"loss": loss})
         if step % args.log_interval == 0:
-            LOG.info(
-                "step %d loss %.6f lr %.3g", step, loss, run.scheduler.get_last_lr()[0]
-            )
+            LOG.info("step %d loss %.6f lr %.3g", step, loss, run.scheduler.get_last_lr()[0])
         if step % args.status_interval == 0:
             progress.write("training", step, run.sampler.epoch, loss)
     if stop.requested:
@@ -375,9 +363,7 @@ def train(
         LOG.info("stopped at step %d after %s", step, stop.name)
         progress.write("stopping", step, run.sampler.epoch, loss)
         return EXIT_OK
-    committed = ckpt.save(
-        step, epoch=run.sampler.epoch, extras={"loss": loss}, blocking=True
-    )
+    committed = ckpt.save(step, epoch=run.sampler.epoch, extras={"loss": loss}, blocking=True)
     progress.write("finished" if committed else "failed", step, run.sampler.epoch, loss)
     if committed is None:
         LOG.error(

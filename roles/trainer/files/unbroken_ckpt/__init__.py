@@ -10,8 +10,9 @@ Usage::
 
     from unbroken_ckpt import CheckpointManager, ResumableBatchSampler, StatusFile, StopSignals
 
-    objects = {"model": model, "optimizer": opt, "scheduler": sched, "scaler": scaler, "data": sampler}
-    with CheckpointManager("/ckpt", objects, config=run_config, keep=3) as ckpt, StopSignals() as stop:
+    objects = {"model": model, "optimizer": opt, "scheduler": sched, "data": sampler}
+    ckpt = CheckpointManager("/ckpt", objects, config=run_config, keep=3)
+    with ckpt, StopSignals() as stop:
         restored = ckpt.restore()                 # None on a fresh directory
         step = restored.step if restored else 0
         while step < total and not stop.requested:
@@ -37,7 +38,7 @@ key                type           meaning
 ================== ============== ===========================================================
 schema             str            always ``"unbroken.training/status"``
 version            int            schema version, ``1``
-state              str            ``starting`` | ``training`` | ``stopping`` | ``finished`` | ``failed``
+state              str            ``starting``/``training``/``stopping``/``finished``/``failed``
 step               int            optimizer steps completed
 total_steps        int or null    steps the run is configured for
 epoch              int or null    current data epoch

@@ -89,9 +89,7 @@ class CheckpointManager:
             )
         if on_error not in ON_ERROR_CHOICES:
             raise ValueError(
-                "on_error must be one of {}, got {!r}".format(
-                    ", ".join(ON_ERROR_CHOICES), on_error
-                )
+                "on_error must be one of {}, got {!r}".format(", ".join(ON_ERROR_CHOICES), on_error)
             )
         self.directory = os.path.abspath(directory)
         self.objects = dict(objects)
@@ -139,9 +137,7 @@ class CheckpointManager:
 
         Returns None when the directory holds no checkpoint at all.
         """
-        best, invalid = fmt.find_newest_valid(
-            self.directory, full=True, accept=self._check_config
-        )
+        best, invalid = fmt.find_newest_valid(self.directory, full=True, accept=self._check_config)
         if best is None:
             for status in invalid:
                 LOG.warning(
@@ -204,18 +200,22 @@ class CheckpointManager:
     def _apply(self, payload: dict[str, Any], name: str) -> None:
         states = payload.get("objects")
         if payload.get("format") != PAYLOAD_FORMAT or not isinstance(states, dict):
-            raise CheckpointError(
-                f"checkpoint {name} has no state written by this library"
-            )
+            raise CheckpointError(f"checkpoint {name} has no state written by this library")
         missing = sorted(set(self.objects) - set(states))
         if missing:
             raise CheckpointError(
-                "checkpoint {} has no state for {}; it was written by a run with other objects".format(
-                    name, ", ".join(missing)
-                )
+                f"checkpoint {name} has no state for {', '.join(missing)}; it was written by a "
+                "run with other objects"
             )
         for key, obj in self.objects.items():
-            obj.load_state_dict(states[key])
+            try:
+                obj.load_state_dict(states[key])
+            except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise CheckpointError(
+                    f"checkpoint {name} does not fit {key!r} of this run ({first}); its "
+                    "configuration differs in a way the state cannot follow"
+                ) from exc
         restore_rng(payload["rng"])
 
     # -- save ------------------------------------------------------------------
@@ -268,9 +268,7 @@ class CheckpointManager:
         check_weights_only_safe(payload, "checkpoint state")
         return payload
 
-    def _write(
-        self, job: _Job, payload: dict[str, Any], nbytes: int, epoch: int | None
-    ) -> None:
+    def _write(self, job: _Job, payload: dict[str, Any], nbytes: int, epoch: int | None) -> None:
         try:
             job.commit = storage.write_checkpoint(
                 self.directory,
@@ -282,12 +280,10 @@ class CheckpointManager:
                 self._writer_info(),
                 pause_before_commit=self.pause_before_commit,
             )
-            deleted = storage.rotate(
-                self.directory, job.step, self.keep, self.milestone_every
-            )
+            deleted = storage.rotate(self.directory, job.step, self.keep, self.milestone_every)
             if deleted:
                 LOG.debug("rotated out %s", ", ".join(deleted))
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the training thread by wait()
+        except BaseException as exc:
             job.error = exc
 
     def _writer_info(self) -> dict[str, Any]:
@@ -347,37 +343,39 @@ def load_state_file(path: str) -> dict[str, Any]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError or RuntimeError subclasses
         text = str(exc)
-        if (
-            "weights_only" in text.lower().replace(" ", "_")
-            or "Unsupported global" in text
-        ):
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        if "weights_only" in text.lower().replace(" ", "_") or "global" in text.lower():
+            # Quote what was blocked, not torch's hint to retry with weights_only=False.
+            blocked = [line for line in lines if "global" in line.lower()]
+            detail = blocked[0] if blocked else "forbidden pickle content"
             raise UnsafeCheckpointError(
-                f"refusing to load {path}: it contains pickled objects that torch.load(weights_only=True) "
-                "does not allow (it was not written by this library and could run code if loaded "
-                f"unsafely): {text.splitlines()[0] if text else type(exc).__name__}"
+                f"refusing to load {path}: it holds pickled objects that "
+                "torch.load(weights_only=True) does not allow (it was not written by this "
+                f"library and could run code if loaded unsafely): {detail}"
             ) from None
-        raise CheckpointError(
-            f"could not load {path}: {text.splitlines()[0] if text else exc}"
-        ) from exc
+        first = lines[0] if lines else type(exc).__name__
+        raise CheckpointError(f"could not load {path}: {first}") from exc
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path} does not hold a checkpoint state dictionary")
     return payload
 
 
+_UNSET = object()
+
+
 def describe_config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
     """Say which configuration keys differ, e.g. ``hidden: 64 -> 128``."""
-    keys = sorted(set(old) | set(new))
-    parts = [
-        "{}: {} -> {}".format(
-            k, _show(old.get(k, "<unset>")), _show(new.get(k, "<unset>"))
-        )
-        for k in keys
-        if old.get(k, "<unset>") != new.get(k, "<unset>")
-    ]
+    parts = []
+    for key in sorted(set(old) | set(new)):
+        before, after = old.get(key, _UNSET), new.get(key, _UNSET)
+        if before != after:
+            parts.append(f"{key}: {_show(before)} -> {_show(after)}")
     return ", ".join(parts) or "fingerprints differ"
 
 
 def _show(value: Any) -> str:
+    if value is _UNSET:
+        return "<unset>"
     return repr(value) if isinstance(value, str) else str(value)
 
 

@@ -67,9 +67,7 @@ def restore_rng(state: dict[str, Any]) -> None:
 def _restore_numpy(saved: dict[str, Any] | None) -> None:
     if saved is None or np is None:
         if saved is not None:
-            LOG.warning(
-                "checkpoint has a NumPy RNG state but NumPy is not installed; not restored"
-            )
+            LOG.warning("checkpoint has a NumPy RNG state but NumPy is not installed; not restored")
         return
     key = saved["key"].numpy().astype(np.uint32)
     np.random.set_state(
@@ -87,9 +85,7 @@ def _restore_cuda(saved: Any | None) -> None:
     if saved is None:
         return
     if not torch.cuda.is_available():
-        LOG.warning(
-            "checkpoint has CUDA RNG states but CUDA is not available; not restored"
-        )
+        LOG.warning("checkpoint has CUDA RNG states but CUDA is not available; not restored")
         return
     if len(saved) != torch.cuda.device_count():
         LOG.warning(

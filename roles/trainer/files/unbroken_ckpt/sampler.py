@@ -24,9 +24,7 @@ class ResumableBatchSampler:
     loader prefetches ahead, so call ``next_batch`` yourself instead.
     """
 
-    def __init__(
-        self, num_samples: int, batch_size: int, seed: int, shuffle: bool = True
-    ) -> None:
+    def __init__(self, num_samples: int, batch_size: int, seed: int, shuffle: bool = True) -> None:
         if batch_size < 1 or num_samples < batch_size:
             raise ValueError(
                 f"need 1 <= batch_size <= num_samples, got {batch_size} and {num_samples}"
@@ -81,7 +79,8 @@ class ResumableBatchSampler:
         for key in ("seed", "num_samples", "batch_size", "shuffle"):
             if state[key] != getattr(self, key):
                 raise ValueError(
-                    f"sampler {key} differs from the checkpoint's ({getattr(self, key)!r} != {state[key]!r})"
+                    f"sampler {key} differs from the checkpoint's "
+                    f"({getattr(self, key)!r} != {state[key]!r})"
                 )
         self.epoch = int(state["epoch"])
         self.position = int(state["position"])

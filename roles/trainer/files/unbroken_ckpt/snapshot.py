@@ -22,13 +22,14 @@ _TORCH_VALUES = (torch.dtype, torch.device, torch.Size)
 
 def check_weights_only_safe(value: Any, where: str = "state") -> None:
     """Raise TypeError when ``value`` holds something weights_only loading would refuse."""
-    if isinstance(value, (torch.Tensor,) + _SCALARS + _TORCH_VALUES):
+    if isinstance(value, (torch.Tensor, *_SCALARS, *_TORCH_VALUES)):
         return
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, (str, int)):
                 raise TypeError(
-                    f"{where} has a key of type {type(key).__name__}; only str and int keys can be saved"
+                    f"{where} has a key of type {type(key).__name__}; "
+                    "only str and int keys can be saved"
                 )
             check_weights_only_safe(item, f"{where}[{key!r}]")
         return
@@ -37,8 +38,9 @@ def check_weights_only_safe(value: Any, where: str = "state") -> None:
             check_weights_only_safe(item, f"{where}[{index}]")
         return
     raise TypeError(
-        f"{where} is a {type(value).__name__}, which torch.load(weights_only=True) cannot load; store tensors, numbers, "
-        "strings, lists and dicts (convert NumPy arrays with torch.from_numpy)"
+        f"{where} is a {type(value).__name__}, which torch.load(weights_only=True) cannot "
+        "load; store tensors, numbers, strings, lists and dicts (convert NumPy arrays "
+        "with torch.from_numpy)"
     )
 
 
@@ -71,27 +73,21 @@ class SnapshotBuffers:
         if isinstance(value, torch.Tensor):
             return self._copy_tensor(value, key)
         if isinstance(value, OrderedDict):
-            return OrderedDict((k, self._copy(v, key + (k,))) for k, v in value.items())
+            return OrderedDict((k, self._copy(v, (*key, k))) for k, v in value.items())
         if isinstance(value, dict):
-            return {k: self._copy(v, key + (k,)) for k, v in value.items()}
+            return {k: self._copy(v, (*key, k)) for k, v in value.items()}
         if isinstance(value, list):
-            return [self._copy(v, key + (i,)) for i, v in enumerate(value)]
+            return [self._copy(v, (*key, i)) for i, v in enumerate(value)]
         if isinstance(value, tuple) and not isinstance(value, torch.Size):
-            return tuple(self._copy(v, key + (i,)) for i, v in enumerate(value))
+            return tuple(self._copy(v, (*key, i)) for i, v in enumerate(value))
         return value
 
     def _copy_tensor(self, tensor: torch.Tensor, key: tuple[Any, ...]) -> torch.Tensor:
         source = tensor.detach()
         buffer = self._buffers.get(key)
-        if (
-            buffer is None
-            or buffer.shape != source.shape
-            or buffer.dtype != source.dtype
-        ):
+        if buffer is None or buffer.shape != source.shape or buffer.dtype != source.dtype:
             pin = self._pin and source.is_cuda
-            buffer = torch.empty(
-                source.shape, dtype=source.dtype, device="cpu", pin_memory=pin
-            )
+            buffer = torch.empty(source.shape, dtype=source.dtype, device="cpu", pin_memory=pin)
             self._buffers[key] = buffer
         buffer.copy_(source, non_blocking=self._pin and source.is_cuda)
         return buffer

@@ -51,9 +51,7 @@ class StatusFile:
     ) -> dict[str, Any]:
         if state not in STATES:
             raise ValueError(
-                "status state must be one of {}, got {!r}".format(
-                    ", ".join(STATES), state
-                )
+                "status state must be one of {}, got {!r}".format(", ".join(STATES), state)
             )
         now = time.time()
         document = {

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import io
+import itertools
 import logging
 import os
 import shutil
@@ -38,7 +40,7 @@ from .errors import CheckpointLockedError, CheckpointSpaceError, CheckpointWrite
 LOG = logging.getLogger("unbroken_ckpt")
 STATE_FILE = "state.pt"
 _SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-_counter = 0
+_counter = itertools.count(1)
 
 
 class DirectoryLock:
@@ -175,28 +177,49 @@ def write_checkpoint(
             raise _write_error(directory, name, exc) from exc
         if isinstance(exc, Exception) and not isinstance(exc, CheckpointWriteError):
             raise CheckpointWriteError(
-                f"checkpoint {name} could not be written to {directory}: {exc}; the partial write was removed "
-                "and older checkpoints are intact"
+                f"checkpoint {name} could not be written to {directory}: {exc}; the partial "
+                "write was removed and older checkpoints are intact"
             ) from exc
         raise
     return Commit(name, step, final, entry["size"], time.monotonic() - started, created)
 
 
 def _scratch_path(directory: str, prefix: str, name: str) -> str:
-    global _counter
-    _counter += 1
-    return os.path.join(directory, f"{prefix}{name}-{os.getpid()}-{_counter}")
+    return os.path.join(directory, f"{prefix}{name}-{os.getpid()}-{next(_counter)}")
+
+
+class _RecordingFile(io.FileIO):
+    """A file that remembers the OSError of a failed write.
+
+    ``torch.save`` turns a failing write into a RuntimeError without errno; keeping the
+    original lets the caller say "No space left on device" rather than "unexpected pos".
+    """
+
+    error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return super().write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
 
 
 def _write_state(path: str, payload: dict[str, Any]) -> dict[str, Any]:
-    # A Python file object (not a path) so that ENOSPC surfaces as OSError with its errno.
-    with open(path, "wb") as handle:
-        torch.save(payload, handle)
-        handle.flush()
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            synced = pool.submit(os.fsync, handle.fileno())
-            size, segments = fmt.hash_file(path)
-            synced.result()
+    raw = _RecordingFile(path, "wb")
+    try:
+        with io.BufferedWriter(raw, buffer_size=1 << 20) as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                # Hash (read back from the page cache) while the disk absorbs the fsync.
+                synced = pool.submit(os.fsync, raw.fileno())
+                size, segments = fmt.hash_file(path)
+                synced.result()
+    except Exception as exc:
+        if raw.error is not None and exc is not raw.error:
+            raise raw.error from None
+        raise
     return fmt.file_entry(size, segments)
 
 
@@ -218,12 +241,12 @@ def _write_error(directory: str, name: str, exc: OSError) -> CheckpointWriteErro
     detail = f"{exc.strerror or exc} (errno {exc.errno})"
     if exc.errno in _SPACE_ERRNOS:
         return CheckpointSpaceError(
-            f"checkpoint {name} could not be written to {directory}: {detail}; the partial write was removed and "
-            "older checkpoints are intact"
+            f"checkpoint {name} could not be written to {directory}: {detail}; the partial "
+            "write was removed and older checkpoints are intact"
         )
     return CheckpointWriteError(
-        f"checkpoint {name} could not be written to {directory}: {detail}; the partial write was removed and older "
-        "checkpoints are intact"
+        f"checkpoint {name} could not be written to {directory}: {detail}; the partial "
+        "write was removed and older checkpoints are intact"
     )
 
 
