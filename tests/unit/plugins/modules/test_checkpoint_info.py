@@ -1,0 +1,196 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+# Copyright (c) 2026 unbroken.training contributors
+"""Unit tests for unbroken.training.checkpoint_info and module_utils/checkpoint_manifest."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+# utils first: it makes ansible_collections.unbroken.training importable from a plain checkout.
+from utils import REPO_ROOT, AnsibleExitJson, AnsibleFailJson, patch_module, set_module_args
+
+# isort: split
+from ansible_collections.unbroken.training.plugins.module_utils import checkpoint_manifest as fmt
+from ansible_collections.unbroken.training.plugins.modules import checkpoint_info
+
+
+def make_checkpoint(directory: Path, step: int, data: bytes, created: float | None = None) -> Path:
+    """A committed checkpoint written the way the runtime writes one (without torch)."""
+    path = directory / fmt.checkpoint_name(step)
+    path.mkdir(parents=True)
+    (path / "state.pt").write_bytes(data)
+    size, segments = fmt.hash_file(str(path / "state.pt"), segment_size=1024)
+    manifest = fmt.build_manifest(
+        step,
+        {"state.pt": fmt.file_entry(size, segments)},
+        epoch=step // 100,
+        config={"hidden": 64},
+        created=created,
+        segment_size=1024,
+    )
+    fmt.write_manifest(str(path), manifest)
+    return path
+
+
+@pytest.fixture
+def ckpt_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "ckpt"
+    now = time.time()
+    for step in (100, 200, 300):
+        make_checkpoint(directory, step, os.urandom(5000 + step), created=now - (400 - step))
+    (directory / fmt.LOCK_NAME).write_text("pid 7 on gpu-node since 2026-01-01T00:00:00Z\n")
+    return directory
+
+
+def run(monkeypatch: pytest.MonkeyPatch, **args: object) -> dict:
+    patch_module(monkeypatch)
+    set_module_args(args)
+    with pytest.raises(AnsibleExitJson) as exc:
+        checkpoint_info.main()
+    return exc.value.result
+
+
+def flip_bit(path: Path, offset: int = 3000) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x04
+    path.write_bytes(bytes(data))
+
+
+def test_reports_every_checkpoint_and_the_newest(
+    monkeypatch: pytest.MonkeyPatch, ckpt_dir: Path
+) -> None:
+    result = run(monkeypatch, path=str(ckpt_dir))
+    assert result["changed"] is False and result["exists"] is True
+    assert [c["name"] for c in result["checkpoints"]] == [
+        "step-000300",
+        "step-000200",
+        "step-000100",
+    ]
+    assert (result["latest_name"], result["latest_step"]) == ("step-000300", 300)
+    assert result["latest_size_bytes"] == 5300
+    assert 90 <= result["latest_age_seconds"] < 3600
+    assert result["latest"]["epoch"] == 3
+    assert result["total_size_bytes"] == 5100 + 5200 + 5300
+    assert result["corrupt"] == [] and result["incomplete"] == []
+    assert result["writer"].startswith("pid 7 on gpu-node")
+
+
+def test_missing_directory_is_reported_not_failed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    result = run(monkeypatch, path=str(tmp_path / "not-yet"))
+    assert result["exists"] is False
+    assert result["latest"] is None and result["checkpoints"] == []
+
+
+def test_path_that_is_a_file_fails_clearly(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    patch_module(monkeypatch)
+    set_module_args({"path": str(tmp_path / "file")})
+    with pytest.raises(AnsibleFailJson) as exc:
+        checkpoint_info.main()
+    assert "is not a directory" in exc.value.result["msg"]
+
+
+def test_flipped_bit_needs_hashing_to_be_found(
+    monkeypatch: pytest.MonkeyPatch, ckpt_dir: Path
+) -> None:
+    flip_bit(ckpt_dir / "step-000300" / "state.pt")
+    sizes = run(monkeypatch, path=str(ckpt_dir), verify="sizes")
+    assert sizes["latest_name"] == "step-000300" and not sizes["latest"]["verified"]
+
+    newest = run(monkeypatch, path=str(ckpt_dir), verify="newest")
+    assert newest["latest_name"] == "step-000200" and newest["latest"]["verified"]
+    assert newest["corrupt"] == ["step-000300"]
+    problem = newest["checkpoints"][0]["problems"][0]
+    assert problem.startswith("state.pt: sha256 mismatch in 1 of 6 segment(s), first at byte 2048")
+    assert newest["checkpoints"][2]["verified"] is False  # older ones only size-checked
+
+    every = run(monkeypatch, path=str(ckpt_dir), verify="all")
+    assert [c["verified"] for c in every["checkpoints"]] == [True, True, True]
+    assert every["corrupt"] == ["step-000300"]
+
+
+def test_truncated_and_uncommitted_checkpoints_are_corrupt(
+    monkeypatch: pytest.MonkeyPatch, ckpt_dir: Path
+) -> None:
+    os.truncate(ckpt_dir / "step-000300" / "state.pt", 100)
+    (ckpt_dir / "step-000200" / "MANIFEST.json").unlink()
+    result = run(monkeypatch, path=str(ckpt_dir))
+    assert result["latest_name"] == "step-000100"
+    assert result["corrupt"] == ["step-000300", "step-000200"]
+    problems = {c["name"]: c["problems"] for c in result["checkpoints"]}
+    assert problems["step-000300"] == ["state.pt: size 100, manifest says 5300 (truncated or torn)"]
+    assert "MANIFEST.json is missing" in problems["step-000200"][0]
+    assert (
+        result["checkpoints"][1]["size_bytes"] == 0 and result["checkpoints"][1]["created"] is None
+    )
+
+
+def test_edited_manifest_is_rejected(monkeypatch: pytest.MonkeyPatch, ckpt_dir: Path) -> None:
+    manifest_path = ckpt_dir / "step-000300" / "MANIFEST.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"]["state.pt"]["size"] = 1  # a consistent-looking lie
+    manifest_path.write_text(json.dumps(manifest))
+    result = run(monkeypatch, path=str(ckpt_dir))
+    assert result["corrupt"] == ["step-000300"]
+    assert "digest does not match" in result["checkpoints"][0]["problems"][0]
+
+
+def test_unfinished_writes_are_listed(monkeypatch: pytest.MonkeyPatch, ckpt_dir: Path) -> None:
+    (ckpt_dir / ".tmp-step-000400-12-1").mkdir()
+    (ckpt_dir / ".trash-step-000100-12-2").mkdir()
+    (ckpt_dir / "status.json").write_text("{}")
+    result = run(monkeypatch, path=str(ckpt_dir))
+    assert result["incomplete"] == [".tmp-step-000400-12-1", ".trash-step-000100-12-2"]
+    assert result["latest_name"] == "step-000300"
+
+
+def test_check_mode_reports_the_same_and_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch, ckpt_dir: Path
+) -> None:
+    (ckpt_dir / ".tmp-step-000400-12-1").mkdir()
+    before = sorted((p.relative_to(ckpt_dir), p.stat().st_mtime_ns) for p in ckpt_dir.rglob("*"))
+    normal = run(monkeypatch, path=str(ckpt_dir), verify="all")
+    checked = run(monkeypatch, path=str(ckpt_dir), verify="all", _ansible_check_mode=True)
+    after = sorted((p.relative_to(ckpt_dir), p.stat().st_mtime_ns) for p in ckpt_dir.rglob("*"))
+    assert before == after
+    for key in ("latest_name", "corrupt", "incomplete", "total_size_bytes"):
+        assert normal[key] == checked[key]
+
+
+def test_manifest_rejects_unsafe_names_and_other_versions() -> None:
+    entry = fmt.file_entry(3, ["0" * 64])
+    with pytest.raises(fmt.ManifestError, match="unsafe file name"):
+        fmt.build_manifest(1, {"../escape": entry})
+    data = json.loads(fmt.dumps_manifest(fmt.build_manifest(1, {"state.pt": entry})))
+    data["version"] = 2
+    with pytest.raises(fmt.ManifestError, match="understands version 1"):
+        fmt.loads_manifest(json.dumps(data).encode())
+
+
+def test_reads_a_checkpoint_written_by_the_training_runtime(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    torch = pytest.importorskip("torch")
+    sys.path.insert(0, str(REPO_ROOT / "roles" / "trainer" / "files"))
+    try:
+        from unbroken_ckpt import CheckpointManager
+    finally:
+        sys.path.pop(0)
+    model = torch.nn.Linear(3, 2)
+    with CheckpointManager(
+        str(tmp_path), {"model": model}, config={"k": 1}, async_save=False
+    ) as ckpt:
+        ckpt.save(7, epoch=1)
+    result = run(monkeypatch, path=str(tmp_path), verify="all")
+    assert (result["latest_name"], result["latest_step"]) == ("step-000007", 7)
+    assert result["latest"]["verified"] and result["latest"]["epoch"] == 1
+    assert result["latest"]["config_fingerprint"] == fmt.config_fingerprint({"k": 1})
+    assert f"pid {os.getpid()} on" in result["writer"]
