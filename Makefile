@@ -3,7 +3,7 @@
 # (as root) installs what it needs, builds the test images and runs every stage.
 PYTHON ?= python3
 
-.PHONY: test lint unit molecule sanity images venv demo clean help
+.PHONY: test lint unit molecule sanity images venv demo demo-down clean help
 
 help:
 	@echo "make test          all stages (what CI runs)"
@@ -27,3 +27,9 @@ images venv:
 
 clean:
 	rm -rf .cache tests/output
+
+demo:
+	bash demo/run.sh up
+
+demo-down:
+	bash demo/run.sh down
