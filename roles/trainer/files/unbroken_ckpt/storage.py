@@ -5,9 +5,8 @@
 Commit protocol for step N (see checkpoint_manifest for the directory layout):
 
 1. free-space check; a fresh ``.tmp-step-N-<pid>-<n>`` directory;
-2. ``state.pt`` written through ``torch.save``; then, in parallel, ``fsync`` of the file
-   and its segment hashes (read back from the page cache, so hashing overlaps the disk
-   write-back instead of adding to it);
+2. ``state.pt`` written through ``torch.save`` into a file object that hashes each
+   segment in worker threads while the same bytes are written (one pass), then fsynced;
 3. ``MANIFEST.json`` (sizes + hashes) written and fsynced, then the directory fsynced;
 4. ``rename`` to ``step-N`` and ``fsync`` of the checkpoint directory: the commit point;
 5. rotation, which only now deletes older checkpoints (renamed to ``.trash-*`` first so a
@@ -20,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import io
 import itertools
 import logging
@@ -188,39 +188,95 @@ def _scratch_path(directory: str, prefix: str, name: str) -> str:
     return os.path.join(directory, f"{prefix}{name}-{os.getpid()}-{next(_counter)}")
 
 
-class _RecordingFile(io.FileIO):
-    """A file that remembers the OSError of a failed write.
+_INLINE_HASH_BELOW = 2 * 1024 * 1024
 
-    ``torch.save`` turns a failing write into a RuntimeError without errno; keeping the
-    original lets the caller say "No space left on device" rather than "unexpected pos".
+
+class _HashingFile(io.RawIOBase):
+    """A write-only file that hashes each segment while the bytes go to the kernel.
+
+    ``torch.save`` hands over tensor storage in large writes; their segments are hashed by
+    a thread pool (``hashlib`` releases the GIL) while this thread runs ``os.write``, so
+    hashing costs no extra pass over the data.  Each ``write`` waits for its hashes
+    before returning, which keeps segment order and the caller's buffer valid.  It also
+    keeps the OSError of a failed write: ``torch.save`` reports that as a RuntimeError
+    ("unexpected pos") without errno, hiding that the disk is full.
     """
 
-    error: OSError | None = None
+    def __init__(self, path: str, pool: ThreadPoolExecutor) -> None:
+        super().__init__()
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        self._pool = pool
+        self._hashes: list[Any] = []
+        self.size = 0
+        self.error: OSError | None = None
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fd
 
     def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        pieces = self._pieces(view)
+        if len(view) < _INLINE_HASH_BELOW:
+            for digest, piece in pieces:
+                digest.update(piece)
+            self._write_all(view)
+        else:
+            pending = [self._pool.submit(digest.update, piece) for digest, piece in pieces]
+            try:
+                self._write_all(view)
+            finally:
+                for future in pending:
+                    future.result()
+        self.size += len(view)
+        return len(view)
+
+    def _pieces(self, view: memoryview) -> list[tuple[Any, memoryview]]:
+        segment = fmt.SEGMENT_SIZE
+        pieces, offset, position = [], self.size, 0
+        while position < len(view):
+            index = offset // segment
+            while len(self._hashes) <= index:
+                self._hashes.append(hashlib.new(fmt.HASH_ALGORITHM))
+            piece = view[position : position + segment - offset % segment]
+            pieces.append((self._hashes[index], piece))
+            position += len(piece)
+            offset += len(piece)
+        return pieces
+
+    def _write_all(self, view: memoryview) -> None:
         try:
-            return super().write(data)
+            while view:
+                view = view[os.write(self._fd, view) :]
         except OSError as exc:
             self.error = exc
             raise
 
+    def digests(self) -> list[str]:
+        hashes = self._hashes or [hashlib.new(fmt.HASH_ALGORITHM)]
+        return [digest.hexdigest() for digest in hashes]
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self._fd)
+        super().close()
+
 
 def _write_state(path: str, payload: dict[str, Any]) -> dict[str, Any]:
-    raw = _RecordingFile(path, "wb")
-    try:
-        with io.BufferedWriter(raw, buffer_size=1 << 20) as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            with ThreadPoolExecutor(max_workers=1) as pool:
-                # Hash (read back from the page cache) while the disk absorbs the fsync.
-                synced = pool.submit(os.fsync, raw.fileno())
-                size, segments = fmt.hash_file(path)
-                synced.result()
-    except Exception as exc:
-        if raw.error is not None and exc is not raw.error:
-            raise raw.error from None
-        raise
-    return fmt.file_entry(size, segments)
+    with ThreadPoolExecutor(max_workers=fmt.default_threads()) as pool:
+        raw = _HashingFile(path, pool)
+        try:
+            with io.BufferedWriter(raw, buffer_size=1 << 20) as handle:
+                torch.save(payload, handle)
+                handle.flush()
+                os.fsync(raw.fileno())
+        except Exception as exc:
+            if raw.error is not None and exc is not raw.error:
+                raise raw.error from None
+            raise
+    return fmt.file_entry(raw.size, raw.digests())
 
 
 def _commit(directory: str, tmp: str, name: str) -> str:
