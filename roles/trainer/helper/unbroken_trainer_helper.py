@@ -1,0 +1,485 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: GPL-3.0-or-later
+# Copyright (c) 2026 unbroken.training contributors
+"""Host-side helper of the unbroken.training trainer role (standard library only).
+
+Deployed as /opt/unbroken/bin/unbroken-trainer-helper and called by the systemd units
+the role writes; every sub-command reads the job's JSON definition written by the role
+(``<config_dir>/jobs/<job>.json``), so the unit files stay short and free of quoting:
+
+``run JOB``            exec ``docker run`` (no wrapper left behind: docker's client is the
+                       unit's main process, SIGTERM goes to the container's init).
+``pre-start JOB``      remove a stale container of the job, clear the last failure
+                       reason, refuse to start when the image is not on the host.
+``stop JOB``           exec ``docker stop -t <stop_timeout>`` (the trainer's budget plus a
+                       margin; systemd's TimeoutStopSec is larger again).
+``watchdog``           restart every running job whose heartbeat (the status file the
+                       checkpoint library writes) is older than its hang_timeout.
+``record-failure JOB`` write why a job's unit failed (result, last exit code, last log
+                       lines) to ``<state_dir>/failure.json``; run by ``OnFailure=``.
+``follow-log JOB``     copy the job's journal into a size-capped, rotated log file.
+``show-command JOB``   print the ``docker run`` command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from typing import Any, Dict, List, Optional
+
+DEFAULT_CONFIG_DIR = "/etc/unbroken/trainer"
+STATUS_SCHEMA = "unbroken.training/status"
+FAILURE_FILE = "failure.json"
+WATCHDOG_FILE = "watchdog.json"
+CURSOR_FILE = "journal.cursor"
+LOG_LINES_IN_REASON = 15
+
+
+class HelperError(Exception):
+    """A problem the helper reports in one line and exits non-zero for."""
+
+
+# -- job definitions ---------------------------------------------------------------
+
+
+def jobs_dir(config_dir: str) -> str:
+    return os.path.join(config_dir, "jobs")
+
+
+def load_job(config_dir: str, name: str) -> Dict[str, Any]:
+    path = os.path.join(jobs_dir(config_dir), name + ".json")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            job = json.load(handle)
+    except OSError as exc:
+        raise HelperError(f"no definition for job {name!r} ({path}): {exc.strerror}") from None
+    except ValueError as exc:
+        raise HelperError(f"definition of job {name!r} ({path}) is not JSON: {exc}") from None
+    if not isinstance(job, dict) or job.get("name") != name:
+        raise HelperError(f"{path} does not define job {name!r}")
+    return job
+
+
+def list_jobs(config_dir: str) -> List[Dict[str, Any]]:
+    try:
+        names = sorted(os.listdir(jobs_dir(config_dir)))
+    except FileNotFoundError:
+        return []
+    return [load_job(config_dir, n[: -len(".json")]) for n in names if n.endswith(".json")]
+
+
+# -- docker command lines ------------------------------------------------------------
+
+
+def gpus_argument(gpus: Any) -> Optional[str]:
+    """Translate the role's GPU spec into docker's ``--gpus`` value (None: no GPU)."""
+    if gpus is None or gpus == "none":
+        return None
+    if gpus == "all":
+        return "all"
+    if isinstance(gpus, int) and not isinstance(gpus, bool) and gpus > 0:
+        return str(gpus)
+    if isinstance(gpus, list) and gpus:
+        ids = [str(g) for g in gpus]
+        if all(i and "," not in i and '"' not in i for i in ids):
+            # docker parses --gpus as CSV: a device list must be quoted as one field.
+            return '"device={}"'.format(",".join(ids))
+    raise HelperError(
+        f"unsupported gpus value {gpus!r}: use 'all', 'none', a count >= 1, or a list of "
+        "device indexes/UUIDs"
+    )
+
+
+def mount_argument(mount: Dict[str, Any]) -> str:
+    parts = ["type=bind", "source=" + mount["source"], "target=" + mount["target"]]
+    if mount.get("readonly", True):
+        parts.append("readonly")
+    return ",".join(parts)
+
+
+def docker_run_argv(job: Dict[str, Any], docker: str = "docker") -> List[str]:
+    """The complete ``docker run`` argv of a job (attached, so the unit sees its exit code)."""
+    argv = [docker, "run", "--rm", "--init", "--name", job["container"], "--pull", "never"]
+    for key, value in sorted(job.get("labels", {}).items()):
+        argv += ["--label", f"{key}={value}"]
+    argv += ["--user", job["user"], "--log-driver", "local"]
+    if job.get("workdir"):
+        argv += ["--workdir", job["workdir"]]
+    if job.get("env_file"):
+        argv += ["--env-file", job["env_file"]]
+    if job.get("ipc"):
+        argv += ["--ipc", job["ipc"]]
+    if job.get("shm_size"):
+        argv += ["--shm-size", str(job["shm_size"])]
+    for name, value in sorted(job.get("ulimits", {}).items()):
+        if value is not None:
+            argv += ["--ulimit", f"{name}={value}"]
+    for option in ("memory", "cpus", "pids_limit"):
+        if job.get(option) is not None:
+            argv += ["--" + option.replace("_", "-"), str(job[option])]
+    gpus = gpus_argument(job.get("gpus"))
+    if gpus is not None:
+        argv += ["--gpus", gpus]
+    for mount in job.get("mounts", []):
+        argv += ["--mount", mount_argument(mount)]
+    argv += [str(a) for a in job.get("docker_args", [])]
+    argv.append(job["image"])
+    argv += [str(a) for a in job["command"]]
+    return argv
+
+
+def docker_binary() -> str:
+    found = shutil.which("docker")
+    if found is None:
+        raise HelperError("docker is not installed on this host (no 'docker' in PATH)")
+    return found
+
+
+def run_job(job: Dict[str, Any]) -> None:
+    argv = docker_run_argv(job, docker_binary())
+    print("starting job {}: {}".format(job["name"], shlex.join(argv)), flush=True)
+    os.execv(argv[0], argv)
+
+
+def pre_start(job: Dict[str, Any]) -> None:
+    docker = docker_binary()
+    removed = subprocess.run(
+        [docker, "rm", "--force", job["container"]], capture_output=True, text=True, check=False
+    )
+    if removed.returncode == 0 and removed.stdout.strip():
+        print("removed stale container {}".format(job["container"]), flush=True)
+    _remove(os.path.join(job["state_dir"], FAILURE_FILE))
+    image = subprocess.run(
+        [docker, "image", "inspect", "--format", "{{.Id}}", job["image"]],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if image.returncode != 0:
+        raise HelperError(
+            "image {} is not on this host; pull it first (pytorch_image role). The service "
+            "never pulls: a multi-GB pull must not happen inside a restart loop".format(
+                job["image"]
+            )
+        )
+
+
+def stop_job(job: Dict[str, Any]) -> None:
+    docker = docker_binary()
+    argv = [docker, "stop", "--time", str(job["stop_timeout"]), job["container"]]
+    print(
+        "stopping job {}: SIGTERM, trainer budget {}s, SIGKILL after {}s".format(
+            job["name"], job["stop_budget"], job["stop_timeout"]
+        ),
+        flush=True,
+    )
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if result.returncode != 0 and "No such container" not in result.stderr:
+        raise HelperError("docker stop failed: " + result.stderr.strip())
+
+
+# -- systemd and status reading --------------------------------------------------------
+
+
+def systemctl_show(unit: str, properties: List[str]) -> Dict[str, str]:
+    result = subprocess.run(
+        ["systemctl", "show", unit, "--property=" + ",".join(properties)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    values = {}
+    for line in result.stdout.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            values[key] = value
+    return values
+
+
+def read_json(path: str) -> Optional[Dict[str, Any]]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            document = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return document if isinstance(document, dict) else None
+
+
+def read_status(path: str) -> Optional[Dict[str, Any]]:
+    """The library's status file, or None when absent or not a status document."""
+    document = read_json(path)
+    if document is None or document.get("schema") != STATUS_SCHEMA:
+        return None
+    return document
+
+
+def write_json(path: str, document: Dict[str, Any]) -> None:
+    os.makedirs(os.path.dirname(path), mode=0o750, exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(document, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+    os.replace(tmp, path)
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def monotonic_to_wall(monotonic_usec: int, now_wall: float, now_monotonic: float) -> float:
+    return now_wall - (now_monotonic - monotonic_usec / 1e6)
+
+
+def heartbeat_verdict(
+    status: Optional[Dict[str, Any]],
+    started_wall: float,
+    hang_timeout: float,
+    now_wall: float,
+) -> Dict[str, Any]:
+    """Decide whether a running job is hung.
+
+    The heartbeat is the status file's ``updated_at``; a file older than the current
+    run (left by the previous one) counts from the run's start, which gives the new
+    process ``hang_timeout`` seconds to load and restore before its first write.
+    """
+    updated = status.get("updated_at") if status else None
+    beat = started_wall
+    if isinstance(updated, (int, float)) and updated > started_wall:
+        beat = float(updated)
+    age = max(0.0, now_wall - beat)
+    finished = bool(status) and status.get("state") == "finished" and beat != started_wall
+    return {
+        "heartbeat_age": round(age, 1),
+        "hang_timeout": hang_timeout,
+        "hung": age > hang_timeout and not finished,
+        "step": status.get("step") if status else None,
+    }
+
+
+def unit_running(unit: str) -> Optional[float]:
+    """Wall-clock start of the unit's main process when it is running, else None."""
+    props = systemctl_show(unit, ["ActiveState", "SubState", "ExecMainStartTimestampMonotonic"])
+    if props.get("ActiveState") != "active" or props.get("SubState") != "running":
+        return None
+    try:
+        started = int(props.get("ExecMainStartTimestampMonotonic", "0"))
+    except ValueError:
+        return None
+    if started <= 0:
+        return None
+    return monotonic_to_wall(started, time.time(), time.monotonic())
+
+
+def watchdog(config_dir: str) -> int:
+    hung_jobs = 0
+    for job in list_jobs(config_dir):
+        started = unit_running(job["unit"])
+        if started is None:
+            continue
+        verdict = heartbeat_verdict(
+            read_status(job["status_file"]), started, float(job["hang_timeout"]), time.time()
+        )
+        record_path = os.path.join(job["state_dir"], WATCHDOG_FILE)
+        record = read_json(record_path) or {"kills": 0}
+        record.update(verdict, checked_at=time.time(), job=job["name"])
+        if verdict["hung"]:
+            hung_jobs += 1
+            print(
+                "job {}: no heartbeat for {:.0f}s (hang_timeout {:.0f}s, last step {}); killing "
+                "container {} so systemd restarts it from the newest checkpoint".format(
+                    job["name"],
+                    verdict["heartbeat_age"],
+                    verdict["hang_timeout"],
+                    verdict["step"],
+                    job["container"],
+                ),
+                flush=True,
+            )
+            subprocess.run(
+                [docker_binary(), "kill", "--signal", "KILL", job["container"]],
+                capture_output=True,
+                check=False,
+            )
+            record["kills"] = int(record.get("kills", 0)) + 1
+            record["last_kill_at"] = time.time()
+            record["last_kill_step"] = verdict["step"]
+        write_json(record_path, record)
+    return 0
+
+
+# -- failure reasons ---------------------------------------------------------------
+
+
+def journal_tail(unit: str, lines: int) -> List[str]:
+    result = subprocess.run(
+        ["journalctl", "--unit", unit, "--lines", str(lines), "--output", "cat", "--no-pager"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return result.stdout.splitlines()[-lines:]
+
+
+def failure_reason(job: Dict[str, Any], props: Dict[str, str], lines: List[str]) -> Dict[str, Any]:
+    result = props.get("Result", "unknown")
+    code = props.get("ExecMainStatus", "")
+    exit_code = int(code) if code.isdigit() else None
+    restarts = int(props["NRestarts"]) if props.get("NRestarts", "").isdigit() else None
+    if result == "start-limit-hit":
+        why = "crash-loop limit reached ({} starts within {}s)".format(
+            job.get("restart_limit_burst"), job.get("restart_limit_interval")
+        )
+    else:
+        why = f"unit result {result}"
+    message = "job {} failed: {}; last exit code {}; {} automatic restarts".format(
+        job["name"], why, exit_code, restarts
+    )
+    return {
+        "job": job["name"],
+        "unit": job["unit"],
+        "failed_at": time.time(),
+        "result": result,
+        "exit_code": exit_code,
+        "exit_code_kind": props.get("ExecMainCode"),
+        "restarts": restarts,
+        "message": message,
+        "last_log_lines": lines,
+    }
+
+
+def record_failure(job: Dict[str, Any]) -> None:
+    props = systemctl_show(job["unit"], ["Result", "ExecMainStatus", "ExecMainCode", "NRestarts"])
+    reason = failure_reason(job, props, journal_tail(job["unit"], LOG_LINES_IN_REASON))
+    write_json(os.path.join(job["state_dir"], FAILURE_FILE), reason)
+    print(reason["message"], flush=True)
+    for line in reason["last_log_lines"]:
+        print("  | " + line, flush=True)
+
+
+# -- log file ----------------------------------------------------------------------
+
+
+class RotatingLog:
+    """Append lines to a file; past ``max_bytes`` rotate it to .1 ... .<backups>."""
+
+    def __init__(self, path: str, max_bytes: int, backups: int) -> None:
+        self.path, self.max_bytes, self.backups = path, max_bytes, backups
+        os.makedirs(os.path.dirname(path), mode=0o750, exist_ok=True)
+        self.handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 - kept open while following
+
+    def write(self, line: str) -> None:
+        if self.handle.tell() + len(line) + 1 > self.max_bytes:
+            self.rotate()
+        self.handle.write(line + "\n")
+        self.handle.flush()
+
+    def rotate(self) -> None:
+        self.handle.close()
+        for index in range(self.backups - 1, 0, -1):
+            older = f"{self.path}.{index}"
+            if os.path.exists(older):
+                os.replace(older, f"{self.path}.{index + 1}")
+        if self.backups > 0:
+            os.replace(self.path, self.path + ".1")
+        else:
+            _remove(self.path)
+        self.handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+
+
+def journal_line(entry: Dict[str, Any]) -> str:
+    message = entry.get("MESSAGE", "")
+    if isinstance(message, list):  # journald gives non-UTF-8 messages as byte arrays
+        message = bytes(message).decode("utf-8", "replace")
+    usec = int(entry.get("__REALTIME_TIMESTAMP", "0"))
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(usec / 1e6))
+    return f"{stamp}.{usec % 1000000:06d}Z {message}"
+
+
+def follow_log(job: Dict[str, Any]) -> None:
+    cursor_path = os.path.join(job["state_dir"], CURSOR_FILE)
+    cursor = None
+    try:
+        with open(cursor_path, encoding="utf-8") as handle:
+            cursor = handle.read().strip() or None
+    except FileNotFoundError:
+        pass
+    argv = ["journalctl", "--unit", job["unit"], "--follow", "--output", "json", "--no-pager"]
+    argv += ["--after-cursor", cursor] if cursor else ["--lines", "all"]
+    log = RotatingLog(job["log_file"], int(job["log_max_bytes"]), int(job["log_backups"]))
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) as reader:
+        assert reader.stdout is not None
+        for raw in reader.stdout:
+            try:
+                entry = json.loads(raw)
+            except ValueError:
+                continue
+            log.write(journal_line(entry))
+            write_text(cursor_path, entry.get("__CURSOR", ""))
+
+
+def write_text(path: str, text: str) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+# -- entry point -------------------------------------------------------------------
+
+
+def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config-dir", default=DEFAULT_CONFIG_DIR)
+    parser.add_argument(
+        "action",
+        choices=(
+            "run",
+            "pre-start",
+            "stop",
+            "watchdog",
+            "record-failure",
+            "follow-log",
+            "show-command",
+        ),
+    )
+    parser.add_argument("job", nargs="?")
+    args = parser.parse_args(argv)
+    if args.action != "watchdog" and not args.job:
+        parser.error(f"{args.action} needs a job name")
+    return args
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    try:
+        if args.action == "watchdog":
+            return watchdog(args.config_dir)
+        job = load_job(args.config_dir, args.job)
+        if args.action == "run":
+            run_job(job)
+        elif args.action == "pre-start":
+            pre_start(job)
+        elif args.action == "stop":
+            stop_job(job)
+        elif args.action == "record-failure":
+            record_failure(job)
+        elif args.action == "follow-log":
+            follow_log(job)
+        else:
+            print(shlex.join(docker_run_argv(job)))
+    except HelperError as exc:
+        print(f"unbroken-trainer-helper: {exc}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
