@@ -303,7 +303,7 @@ def verify_files(
         if not full:
             continue
         try:
-            _, digests = hash_file(path, segment_size, threads=threads)
+            digests = hash_file(path, segment_size, threads=threads)[1]
         except OSError as exc:
             problems.append(f"{name}: read error while hashing ({exc})")
             continue
@@ -406,7 +406,7 @@ def find_newest_valid(
     be used (e.g. a configuration mismatch); it is called before the caller loads it.
     """
     invalid: list[CheckpointStatus] = []
-    for _, name in list_checkpoints(directory):
+    for _step, name in list_checkpoints(directory):
         status = inspect_checkpoint(directory, name, full=full, threads=threads)
         if status.valid:
             if accept is not None:

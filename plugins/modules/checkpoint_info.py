@@ -1,6 +1,7 @@
 #!/usr/bin/python
 # SPDX-License-Identifier: GPL-3.0-or-later
 # Copyright (c) 2026 unbroken.training contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ description:
   - Reads only, takes no lock and never changes the directory, so it is safe while training
     runs and behaves the same in check mode.
 author:
-  - unbroken.training contributors
+  - unbroken.training contributors (@unbroken-training)
 options:
   path:
     description:
@@ -43,8 +44,10 @@ options:
     default: sizes
 attributes:
   check_mode:
+    description: Reads only, so check mode returns the same result.
     support: full
   diff_mode:
+    description: Nothing changes, so there is nothing to diff.
     support: none
 notes:
   - Hash verification reads each checkpoint completely; SHA-256 runs at about 1 GB/s per core
@@ -198,7 +201,7 @@ def inspect_directory(directory: str, verify: str) -> List[fmt.CheckpointStatus]
     """Inspect every checkpoint, newest first, hashing as ``verify`` asks."""
     statuses = []
     hash_next = verify in ("newest", "all")
-    for _, name in fmt.list_checkpoints(directory):
+    for _step, name in fmt.list_checkpoints(directory):
         status = fmt.inspect_checkpoint(directory, name, full=False)
         if status.valid and hash_next:
             status = fmt.inspect_checkpoint(directory, name, full=True)
