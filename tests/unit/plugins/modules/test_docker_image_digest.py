@@ -1,0 +1,574 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+# Copyright (c) 2026 unbroken.training contributors
+"""Unit tests for docker_image_digest: references, registry auth flow, retries, disk, archives."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+import urllib.error
+from email.message import Message
+from typing import Any
+
+import pytest
+
+# utils first: it makes ansible_collections.unbroken.training importable from a plain checkout.
+from utils import AnsibleExitJson, AnsibleFailJson, patch_module, set_module_args
+
+# isort: split
+from ansible_collections.unbroken.training.plugins.modules import docker_image_digest as m
+
+DIGEST = "sha256:" + "a" * 64
+OTHER = "sha256:" + "b" * 64
+
+
+def params(**overrides: Any) -> dict[str, Any]:
+    spec = m.argument_spec()
+    values = {key: option.get("default") for key, option in spec.items()}
+    values.update(repository="reg.example:5000/ml/pytorch", tag="1.0", digest=DIGEST)
+    values.update(overrides)
+    return values
+
+
+class FakeModule:
+    def __init__(self, check_mode: bool = False, **overrides: Any) -> None:
+        self.params = params(**overrides)
+        self.check_mode = check_mode
+        self.warnings: list[str] = []
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+
+
+class FakeDocker:
+    """A scripted docker CLI: images by reference, containers, and a record of calls."""
+
+    def __init__(self) -> None:
+        self.images: dict[str, dict[str, Any]] = {}
+        self.container_images: list[str] = []
+        self.calls: list[list[str]] = []
+        self.pull_results: list[tuple[int, str, str]] = []
+        self.root = "/var/lib/docker"
+        self.on_pull: dict[str, Any] | None = None
+
+    def add(self, image: dict[str, Any], *refs: str) -> None:
+        for ref in (image["Id"], *refs):
+            self.images[ref] = image
+
+    def __call__(self, args: list[str], **_: Any) -> tuple[int, str, str]:
+        args = args[1:]
+        self.calls.append(args)
+        if args[:1] == ["--config"]:
+            config = os.path.join(args[1], "config.json")
+            with open(config) as handle:
+                self.seen_config = json.load(handle)
+            self.seen_mode = os.stat(config).st_mode & 0o777
+            args = args[2:]
+        if args[:2] == ["image", "inspect"]:
+            image = self.images.get(args[2])
+            return (0, json.dumps([image]), "") if image else (1, "[]", "No such image")
+        if args[0] == "info":
+            return 0, self.root + "\n", ""
+        if args[0] == "pull":
+            rc, out, err = self.pull_results.pop(0) if self.pull_results else (0, "", "")
+            if rc == 0 and self.on_pull:
+                self.add(self.on_pull, args[-1])
+            return rc, out, err
+        if args[0] == "tag":
+            self.images[args[2]] = self.images[args[1]]
+            return 0, "", ""
+        if args[:2] == ["image", "ls"]:
+            repo = args[-1]
+            ids = {
+                image["Id"]
+                for ref, image in self.images.items()
+                if ref.startswith(repo + ":") or ref.startswith(repo + "@")
+            }
+            return 0, "\n".join(sorted(ids)), ""
+        if args[0] == "ps":
+            return 0, "\n".join(f"c{i}" for i in range(len(self.container_images))), ""
+        if args[0] == "inspect":
+            return 0, "\n".join(self.container_images), ""
+        if args[:2] == ["image", "rm"]:
+            image = self.images.pop(args[2], None)
+            return (0, "", "") if image else (1, "", "No such image")
+        if args[0] == "load":
+            return 0, "", ""
+        raise AssertionError(f"unexpected docker call {args}")
+
+
+def manager(
+    docker: FakeDocker, free: int = 10**12, check_mode: bool = False, **overrides: Any
+) -> m.ImageManager:
+    module = FakeModule(check_mode=check_mode, **overrides)
+    return m.ImageManager(
+        module, m.Docker(docker, "docker"), sleep=lambda _s: None, free=lambda _path: free
+    )
+
+
+# --- references and validation ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("repository", "registry", "path", "familiar"),
+    [
+        ("pytorch/pytorch", "docker.io", "pytorch/pytorch", "pytorch/pytorch"),
+        ("ubuntu", "docker.io", "library/ubuntu", "ubuntu"),
+        ("nvcr.io/nvidia/pytorch", "nvcr.io", "nvidia/pytorch", "nvcr.io/nvidia/pytorch"),
+        ("reg:5000/a/b", "reg:5000", "a/b", "reg:5000/a/b"),
+        ("localhost/x", "localhost", "x", "localhost/x"),
+    ],
+)
+def test_reference_resolves_like_docker(repository, registry, path, familiar):
+    ref = m.Reference(repository)
+    assert (ref.registry, ref.path, ref.familiar) == (registry, path, familiar)
+
+
+@pytest.mark.parametrize("bad", ["PyTorch/pytorch", "pytorch/pytorch:2.1", "a//b", "x@sha256:1"])
+def test_invalid_repository_is_refused(bad):
+    with pytest.raises(m.ImageError, match="not a valid image repository"):
+        m.Reference(bad)
+
+
+def test_docker_hub_uses_its_api_host_and_auth_key():
+    ref = m.Reference("pytorch/pytorch")
+    assert ref.api_host == "registry-1.docker.io"
+    assert ref.auth_key == "https://index.docker.io/v1/"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"digest": None}, "digest is required"),
+        ({"digest": "sha256:abc"}, "malformed"),
+        ({"digest": "md5:" + "a" * 64}, "malformed"),
+        ({"image_id": "sha256:" + "A" * 64}, "malformed"),
+        ({"source": "archive", "image_id": DIGEST}, "archive_path"),
+        ({"username": "u"}, "go together"),
+        ({"digest": None, "require_digest": False, "tag": None}, "a tag or"),
+    ],
+)
+def test_bad_input_is_refused(overrides, message):
+    with pytest.raises(m.ImageError, match=message):
+        m.validate(params(**overrides))
+
+
+def test_tag_only_pull_is_allowed_when_digest_not_required():
+    m.validate(params(digest=None, require_digest=False))
+
+
+# --- registry manifest -----------------------------------------------------------------
+
+
+class Response:
+    def __init__(self, status: int, body: bytes, headers: dict[str, str] | None = None):
+        self.status = status
+        self.body = body
+        self.headers = Message()
+        for key, value in (headers or {}).items():
+            self.headers[key] = value
+
+    def read(self) -> bytes:
+        return self.body
+
+    def __enter__(self) -> Response:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def http_error(url: str, status: int, headers: dict[str, str] | None = None):
+    msg = Message()
+    for key, value in (headers or {}).items():
+        msg[key] = value
+    return urllib.error.HTTPError(url, status, "err", msg, io.BytesIO(b"{}"))
+
+
+def manifest_bytes(sizes: list[int]) -> bytes:
+    return json.dumps(
+        {
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {"size": 100},
+            "layers": [{"size": size} for size in sizes],
+        }
+    ).encode()
+
+
+class Opener:
+    """Serves manifests by digest; enforces Basic or Bearer auth like a registry."""
+
+    def __init__(self, manifests: dict[str, bytes], scheme: str = "basic", password: str = "pw"):
+        self.manifests = manifests
+        self.scheme = scheme
+        self.password = password
+        self.requests: list[Any] = []
+
+    def good_basic(self) -> str:
+        return m._basic("user", self.password)
+
+    def __call__(self, request):
+        self.requests.append(request)
+        url = request.full_url
+        auth = request.get_header("Authorization")
+        if "/token" in url:
+            if auth != m._basic("user", "pw"):
+                raise http_error(url, 401)
+            return Response(200, json.dumps({"token": "T"}).encode())
+        wanted = "Bearer T" if self.scheme == "bearer" else m._basic("user", "pw")
+        if auth != wanted:
+            challenge = (
+                'Bearer realm="https://auth.example/token",service="reg"'
+                if self.scheme == "bearer"
+                else 'Basic realm="test"'
+            )
+            raise http_error(url, 401, {"WWW-Authenticate": challenge})
+        digest = url.rsplit("/", 1)[1]
+        if digest not in self.manifests:
+            raise http_error(url, 404)
+        return Response(200, self.manifests[digest])
+
+
+def registry(opener: Opener, password: str = "pw") -> m.Registry:
+    ref = m.Reference("reg.example:5000/ml/pytorch")
+    return m.Registry(ref, ("user", password), None, 5, opener)
+
+
+def digest_of(body: bytes) -> str:
+    return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+@pytest.mark.parametrize("scheme", ["basic", "bearer"])
+def test_manifest_size_follows_the_auth_challenge(scheme):
+    body = manifest_bytes([1000, 2000])
+    opener = Opener({digest_of(body): body}, scheme=scheme)
+    size = m.remote_manifest_size(
+        registry(opener), digest_of(body), ["https://reg"], ("linux", "amd64")
+    )
+    assert size == 3100
+
+
+@pytest.mark.parametrize("scheme", ["basic", "bearer"])
+def test_rejected_credentials_fail_clearly_without_the_password(scheme):
+    body = manifest_bytes([1])
+    opener = Opener({digest_of(body): body}, scheme=scheme)
+    with pytest.raises(m.AuthError) as err:
+        m.remote_manifest_size(
+            registry(opener, password="s3cret-wrong"),
+            digest_of(body),
+            ["https://reg"],
+            ("linux", "amd64"),
+        )
+    assert "rejected the credentials of user 'user'" in str(err.value)
+    assert "s3cret-wrong" not in str(err.value)
+
+
+def test_unknown_digest_fails_clearly():
+    opener = Opener({})
+    with pytest.raises(m.ImageError, match=f"has no manifest {DIGEST}"):
+        m.remote_manifest_size(registry(opener), DIGEST, ["https://reg"], ("linux", "amd64"))
+
+
+def test_manifest_not_matching_its_digest_is_refused():
+    body = manifest_bytes([1])
+    opener = Opener({DIGEST: body})
+    with pytest.raises(m.ImageError, match="does not match its digest"):
+        m.remote_manifest_size(registry(opener), DIGEST, ["https://reg"], ("linux", "amd64"))
+
+
+def test_index_picks_the_host_platform():
+    amd = manifest_bytes([5000])
+    arm = manifest_bytes([7])
+    index = json.dumps(
+        {
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [
+                {"digest": digest_of(arm), "platform": {"os": "linux", "architecture": "arm64"}},
+                {"digest": digest_of(amd), "platform": {"os": "linux", "architecture": "amd64"}},
+            ],
+        }
+    ).encode()
+    opener = Opener({digest_of(index): index, digest_of(amd): amd, digest_of(arm): arm})
+    size = m.remote_manifest_size(
+        registry(opener), digest_of(index), ["https://reg"], ("linux", "amd64")
+    )
+    assert size == 5100
+
+
+def test_unreachable_endpoint_falls_through_to_the_next():
+    body = manifest_bytes([10])
+
+    def opener(request):
+        if request.full_url.startswith("https://mirror"):
+            raise urllib.error.URLError("connection refused")
+        return Opener({digest_of(body): body})(request)
+
+    size = m.remote_manifest_size(
+        registry(opener), digest_of(body), ["https://mirror", "https://reg"], ("linux", "amd64")
+    )
+    assert size == 110
+
+
+# --- pulling ---------------------------------------------------------------------------
+
+
+def test_transient_failures_are_retried_with_exponential_backoff():
+    docker = FakeDocker()
+    docker.pull_results = [(1, "", "net/http: TLS handshake timeout")] * 3 + [(0, "", "")]
+    sleeps: list[float] = []
+    ref = m.Reference("reg.example:5000/ml/pytorch")
+    attempts = m.pull(
+        m.Docker(docker, "docker"), ref, "x@" + DIGEST, None, 5, (2, 5), sleeps.append
+    )
+    assert attempts == 4
+    assert sleeps == [2, 4, 5]
+
+
+def test_retries_are_bounded():
+    docker = FakeDocker()
+    docker.pull_results = [(1, "", "connection reset by peer")] * 3
+    ref = m.Reference("reg.example:5000/ml/pytorch")
+    with pytest.raises(m.ImageError, match="after 3 attempts"):
+        m.pull(m.Docker(docker, "docker"), ref, "x", None, 2, (1, 1), lambda _s: None)
+
+
+def test_permanent_failures_are_not_retried():
+    docker = FakeDocker()
+    docker.pull_results = [(1, "", "Error response from daemon: manifest unknown")]
+    sleeps: list[float] = []
+    ref = m.Reference("reg.example:5000/ml/pytorch")
+    with pytest.raises(m.ImageError, match="manifest unknown"):
+        m.pull(m.Docker(docker, "docker"), ref, "x", None, 5, (1, 1), sleeps.append)
+    assert sleeps == []
+
+
+def test_credentials_go_to_a_private_temporary_config_and_never_into_messages():
+    docker = FakeDocker()
+    docker.pull_results = [(1, "", "unauthorized: bad password hunter2")]
+    ref = m.Reference("reg.example:5000/ml/pytorch")
+    with pytest.raises(m.ImageError) as err:
+        m.pull(m.Docker(docker, "docker"), ref, "x", ("user", "hunter2"), 0, (1, 1), print)
+    assert "hunter2" not in str(err.value)
+    assert docker.seen_mode == 0o600
+    assert list(docker.seen_config["auths"]) == ["reg.example:5000"]
+    config_dir = docker.calls[0][1]
+    assert not os.path.exists(config_dir)
+
+
+# --- the whole module flow -------------------------------------------------------------
+
+
+IMAGE = {"Id": OTHER, "Created": "2026-01-02", "RepoTags": [], "RepoDigests": []}
+
+
+def test_present_image_is_neither_checked_nor_pulled():
+    docker = FakeDocker()
+    docker.add(IMAGE, f"reg.example:5000/ml/pytorch@{DIGEST}", "reg.example:5000/ml/pytorch:1.0")
+    mgr = manager(docker, free=0)
+    result = mgr.run()
+    assert result["changed"] is False
+    assert result["action"] == "none"
+    assert not [c for c in docker.calls if c[0] in ("pull", "info")]
+    assert result["reference"] == f"reg.example:5000/ml/pytorch@{DIGEST}"
+
+
+def test_missing_image_is_pulled_tagged_and_verified(monkeypatch):
+    docker = FakeDocker()
+    docker.on_pull = IMAGE
+    mgr = manager(docker)
+    monkeypatch.setattr(mgr, "registry_space", lambda _ref: (1000, "manifest"))
+    result = mgr.run()
+    assert result["changed"] is True
+    assert result["action"] == "pulled"
+    assert result["image_id"] == OTHER
+    assert ["tag", OTHER, "reg.example:5000/ml/pytorch:1.0"] in docker.calls
+
+
+def test_insufficient_disk_fails_before_any_pull(monkeypatch):
+    docker = FakeDocker()
+    mgr = manager(docker, free=500 * m.MIB)
+    monkeypatch.setattr(mgr, "registry_space", lambda _ref: (2000 * m.MIB, "manifest"))
+    with pytest.raises(m.ImageError, match="2000 MiB required, 500 MiB free"):
+        mgr.run()
+    assert not [c for c in docker.calls if "pull" in c]
+
+
+def test_configured_space_overrides_the_derived_one(monkeypatch):
+    docker = FakeDocker()
+    mgr = manager(docker, free=500 * m.MIB, required_space_mb=501)
+    monkeypatch.setattr(mgr, "registry_space", lambda _ref: (1, "manifest"))
+    with pytest.raises(m.ImageError, match="501 MiB required"):
+        mgr.run()
+
+
+def test_space_is_derived_from_the_manifest_size():
+    docker = FakeDocker()
+    body = manifest_bytes([1000 * m.MIB - 100])
+    mgr = manager(docker, free=0, username="user", password="pw", digest=digest_of(body))
+    mgr.opener = Opener({digest_of(body): body})
+    with pytest.raises(m.ImageError, match="2500 MiB required"):
+        mgr.run()
+
+
+def test_unreachable_registry_falls_back_with_a_warning():
+    docker = FakeDocker()
+    docker.on_pull = IMAGE
+
+    def opener(_request):
+        raise urllib.error.URLError("no route")
+
+    mgr = manager(docker)
+    mgr.opener = opener
+    result = mgr.run()
+    assert result["size_source"] == "fallback"
+    assert result["required_bytes"] == 25000 * m.MIB
+    assert "no route" in mgr.module.warnings[0]
+
+
+def test_check_mode_changes_nothing(monkeypatch):
+    docker = FakeDocker()
+    mgr = manager(docker, check_mode=True)
+    monkeypatch.setattr(mgr, "registry_space", lambda _ref: (1, "manifest"))
+    result = mgr.run()
+    assert result["changed"] is True
+    assert not [c for c in docker.calls if c[0] in ("pull", "tag")]
+
+
+def test_pulled_image_with_unexpected_id_fails(monkeypatch):
+    docker = FakeDocker()
+    docker.on_pull = IMAGE
+    mgr = manager(docker, image_id=DIGEST)
+    monkeypatch.setattr(mgr, "registry_space", lambda _ref: (1, "manifest"))
+    with pytest.raises(m.ImageError, match="not the expected"):
+        mgr.run()
+
+
+# --- archives --------------------------------------------------------------------------
+
+
+def write_archive(path, config: bytes) -> str:
+    config_hex = hashlib.sha256(config).hexdigest()
+    manifest = json.dumps([{"Config": f"{config_hex}.json", "Layers": []}]).encode()
+    with tarfile.open(path, "w") as tar:
+        for name, data in ((f"{config_hex}.json", config), ("manifest.json", manifest)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return "sha256:" + config_hex
+
+
+def test_archive_ids_are_hashes_of_the_config_blobs(tmp_path):
+    path = tmp_path / "a.tar"
+    expected = write_archive(path, b'{"rootfs": {}}')
+    assert m.archive_image_ids(str(path)) == [expected]
+
+
+def test_not_an_archive_is_refused(tmp_path):
+    path = tmp_path / "a.tar"
+    path.write_bytes(b"not a tar")
+    with pytest.raises(m.ImageError, match="not a readable docker save archive"):
+        m.archive_image_ids(str(path))
+
+
+def test_archive_with_another_image_is_refused_before_loading(tmp_path):
+    path = tmp_path / "a.tar"
+    actual = write_archive(path, b"{}")
+    docker = FakeDocker()
+    mgr = manager(docker, source="archive", archive_path=str(path), image_id=DIGEST, digest=None)
+    with pytest.raises(m.ImageError, match=f"holds image {actual}, not the expected"):
+        mgr.run()
+    assert not [c for c in docker.calls if c[0] == "load"]
+
+
+def test_archive_space_is_derived_from_its_size(tmp_path):
+    path = tmp_path / "a.tar"
+    image_id = write_archive(path, b"{}" + b" " * 10000)
+    size = path.stat().st_size
+    docker = FakeDocker()
+    mgr = manager(
+        docker, free=size, source="archive", archive_path=str(path), image_id=image_id, digest=None
+    )
+    with pytest.raises(m.ImageError, match="not enough free disk space"):
+        mgr.run()
+
+
+# --- pruning ---------------------------------------------------------------------------
+
+
+def image(n: int, *refs: str) -> dict[str, Any]:
+    tags = [r for r in refs if "@" not in r]
+    digests = [r for r in refs if "@" in r]
+    return {
+        "Id": f"sha256:{n:064x}",
+        "Created": f"2026-01-{n:02d}",
+        "RepoTags": tags,
+        "RepoDigests": digests,
+    }
+
+
+def test_prune_keeps_the_newest_and_images_in_use():
+    repo = "reg.example:5000/ml/pytorch"
+    docker = FakeDocker()
+    current = image(9, f"{repo}:1.0", f"{repo}@{DIGEST}")
+    docker.add(current, *current["RepoTags"], *current["RepoDigests"])
+    olds = [image(n, f"{repo}:old{n}") for n in (1, 2, 3, 4)]
+    for old in olds:
+        docker.add(old, *old["RepoTags"])
+    docker.container_images = [olds[0]["Id"]]
+    mgr = manager(docker, keep_older=1)
+    result = mgr.run()
+    assert result["kept_in_use"] == [olds[0]["Id"]]
+    assert result["removed"] == [f"{repo}:old3", f"{repo}:old2"]
+    assert f"{repo}:old4" in docker.images
+    assert f"{repo}:old1" in docker.images
+    assert f"{repo}:1.0" in docker.images
+
+
+def test_prune_is_off_by_default():
+    repo = "reg.example:5000/ml/pytorch"
+    docker = FakeDocker()
+    current = image(9, f"{repo}:1.0", f"{repo}@{DIGEST}")
+    docker.add(current, *current["RepoTags"], *current["RepoDigests"])
+    old = image(1, f"{repo}:old")
+    docker.add(old, f"{repo}:old")
+    result = manager(docker).run()
+    assert result["removed"] == []
+    assert f"{repo}:old" in docker.images
+
+
+def test_references_of_matches_only_the_repository():
+    img = {"RepoTags": ["a/b:1", "a/bc:1", "reg:5000/a/b:2"], "RepoDigests": ["a/b@" + DIGEST]}
+    assert m.references_of(img, "a/b") == ["a/b:1", "a/b@" + DIGEST]
+    assert m.references_of(img, "reg:5000/a/b") == ["reg:5000/a/b:2"]
+
+
+# --- through AnsibleModule -------------------------------------------------------------
+
+
+def test_main_refuses_bad_input_with_its_message(monkeypatch):
+    patch_module(monkeypatch)
+    monkeypatch.setattr(m.AnsibleModule, "get_bin_path", lambda *_a, **_k: "/usr/bin/docker")
+    set_module_args({"repository": "pytorch/pytorch", "digest": "sha256:abc"})
+    with pytest.raises(AnsibleFailJson) as err:
+        m.main()
+    assert "malformed" in err.value.result["msg"]
+
+
+def test_main_reports_a_present_image_unchanged(monkeypatch):
+    patch_module(monkeypatch)
+    docker = FakeDocker()
+    docker.add(IMAGE, f"pytorch/pytorch@{DIGEST}", "pytorch/pytorch:1.0")
+    monkeypatch.setattr(m.AnsibleModule, "get_bin_path", lambda *_a, **_k: "/usr/bin/docker")
+    monkeypatch.setattr(m.AnsibleModule, "run_command", lambda _self, args, **_k: docker(args))
+    set_module_args({"repository": "pytorch/pytorch", "tag": "1.0", "digest": DIGEST})
+    with pytest.raises(AnsibleExitJson) as result:
+        m.main()
+    assert result.value.result["changed"] is False
+    assert result.value.result["image_id"] == OTHER
+
+
+def test_password_is_declared_no_log():
+    assert m.argument_spec()["password"]["no_log"] is True
