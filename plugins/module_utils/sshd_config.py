@@ -55,7 +55,7 @@ def parse_effective(text: str) -> Dict[str, EffectiveValue]:
         line = raw.strip()
         if not line:
             continue
-        key, _, value = line.partition(" ")
+        key, _sep, value = line.partition(" ")
         key = key.lower()
         value = value.strip()
         if key not in result:
@@ -263,7 +263,7 @@ def is_included(
     """Whether a file at ``target`` (existing or not) would be read unconditionally."""
     base = base_dir or os.path.dirname(os.path.abspath(config_file))
     wanted = os.path.abspath(target)
-    directives, _ = walk_config(config_file, base, client_host)
+    directives = walk_config(config_file, base, client_host)[0]
     for directive in directives:
         if directive.keyword != "include" or directive.conditional:
             continue
@@ -351,10 +351,10 @@ def listen_endpoints(effective: Dict[str, EffectiveValue]) -> List[dict]:
 
 def _split_host_port(value: str) -> tuple[str, int]:
     if value.startswith("["):
-        host, _, rest = value[1:].partition("]")
+        host, _sep, rest = value[1:].partition("]")
         port = rest.lstrip(":")
     elif value.count(":") == 1:
-        host, _, port = value.partition(":")
+        host, _sep, port = value.partition(":")
     else:
         host, port = value, ""
     return host, int(port) if port.isdigit() else 22

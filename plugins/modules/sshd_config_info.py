@@ -1,6 +1,7 @@
 #!/usr/bin/python
 # SPDX-License-Identifier: GPL-3.0-or-later
 # Copyright (c) 2026 unbroken.training contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ description:
     the file and line that wins.
   - Reads only; it never changes the host, so it behaves the same in check mode.
 author:
-  - unbroken.training contributors
+  - unbroken.training contributors (@unbroken-training)
 options:
   target:
     description:
@@ -98,8 +99,10 @@ notes:
     block opened in an included file ends with that file, as in OpenSSH 8.x and later.
 attributes:
   check_mode:
+    description: Reads only, so check mode returns the same result.
     support: full
   diff_mode:
+    description: Nothing changes, so there is nothing to diff.
     support: none
 """
 
@@ -237,7 +240,7 @@ def argument_spec() -> Dict[str, Any]:
             },
         },
         "host": {"type": "str"},
-        "keywords": {"type": "list", "elements": "str", "default": []},
+        "keywords": {"type": "list", "elements": "str", "default": [], "no_log": False},
         "expect": {"type": "dict", "default": {}},
         "included_file": {"type": "path"},
     }

@@ -157,7 +157,7 @@ def test_line_before_include_wins(tmp_path: Path) -> None:
         tmp_path / "sshd_config",
         "ClientAliveInterval = 15\nInclude d/*.conf\n",
     )
-    directives, _ = sc.walk_config(str(main))
+    directives = sc.walk_config(str(main))[0]
     origin = sc.origin_of(
         sc.sources_for(directives, ["clientaliveinterval"])["clientaliveinterval"]
     )
@@ -180,7 +180,7 @@ def test_include_glob_sorts_bytewise_and_skips_non_matching(etc: Path) -> None:
 def test_match_block_in_included_file_ends_with_that_file(etc: Path) -> None:
     write(etc / "sshd_config.d/10-m.conf", "Match User bob\n  ClientAliveInterval 7\n")
     write(etc / "sshd_config.d/20-x.conf", "ClientAliveInterval 9\n")
-    directives, _ = sc.walk_config(str(etc / "sshd_config"))
+    directives = sc.walk_config(str(etc / "sshd_config"))[0]
     sources = sc.sources_for(directives, ["clientaliveinterval"])["clientaliveinterval"]
     assert [(s["value"], s["conditional"]) for s in sources[:2]] == [("7", True), ("9", False)]
     origin = sc.origin_of(sources)
@@ -193,7 +193,7 @@ def test_match_all_returns_to_global_context(tmp_path: Path) -> None:
         tmp_path / "sshd_config",
         "Match Address 10.0.0.0/8\n TCPKeepAlive no\nMatch all\nTCPKeepAlive yes\n",
     )
-    directives, _ = sc.walk_config(str(main))
+    directives = sc.walk_config(str(main))[0]
     origin = sc.origin_of(sc.sources_for(directives, ["tcpkeepalive"])["tcpkeepalive"])
     assert origin is not None
     assert origin["line"] == 4
@@ -202,7 +202,7 @@ def test_match_all_returns_to_global_context(tmp_path: Path) -> None:
 def test_include_inside_match_is_conditional(tmp_path: Path) -> None:
     write(tmp_path / "d/a.conf", "ClientAliveInterval 1\n")
     main = write(tmp_path / "sshd_config", "Match User x\n Include d/a.conf\n")
-    directives, _ = sc.walk_config(str(main))
+    directives = sc.walk_config(str(main))[0]
     sources = sc.sources_for(directives, ["clientaliveinterval"])["clientaliveinterval"]
     assert sources[0]["conditional"] is True
     assert sc.origin_of(sources) is None
@@ -248,10 +248,10 @@ def test_client_host_blocks_are_evaluated(tmp_path: Path) -> None:
         tmp_path / "ssh_config",
         "Host gpu*\n  ServerAliveInterval 5\nHost *\nInclude ssh_config.d/*.conf\n",
     )
-    directives, _ = sc.walk_config(str(main), client_host="login1")
+    directives = sc.walk_config(str(main), client_host="login1")[0]
     sources = sc.sources_for(directives, ["serveraliveinterval"])["serveraliveinterval"]
     assert [s["value"] for s in sources] == ["60"]
-    directives, _ = sc.walk_config(str(main), client_host="gpu7")
+    directives = sc.walk_config(str(main), client_host="gpu7")[0]
     origin = sc.origin_of(
         sc.sources_for(directives, ["serveraliveinterval"])["serveraliveinterval"]
     )
@@ -265,7 +265,7 @@ def test_client_host_blocks_are_evaluated(tmp_path: Path) -> None:
 
 def test_compare_names_the_shadowing_file_and_line(etc: Path) -> None:
     shadow = write(etc / "sshd_config.d/50-cloud-init.conf", "ClientAliveInterval 0\n")
-    directives, _ = sc.walk_config(str(etc / "sshd_config"))
+    directives = sc.walk_config(str(etc / "sshd_config"))[0]
     expected = {"ClientAliveInterval": 60, "ClientAliveCountMax": 3, "TCPKeepAlive": True}
     sources = sc.sources_for(directives, list(expected))
     mismatches = sc.compare(sc.parse_effective(SSHD_T_OUTPUT), expected, sources)
