@@ -39,15 +39,23 @@ debian_mirror() {
   echo "${url%/}"
 }
 
-recipe_hash() { # suite extra...
-  { cat "$0"; printf '%s\n' "$@"; } | sha256sum | cut -c1-16
+# Bump when the rootfs recipe in build_base changes (the hash covers the rest).
+RECIPE_VERSION=1
+
+recipe_hash() { # parts of the recipe...
+  printf '%s\n' "$RECIPE_VERSION" "$@" | sha256sum | cut -c1-16
+}
+
+prune_old() { # name current-tag: drop older recipe builds of the same image
+  docker images --format '{{.Repository}}:{{.Tag}}' "unbroken-test/$1" \
+    | grep -v -e ":latest$" -e "^$2$" | xargs -r docker rmi >/dev/null 2>&1 || true
 }
 
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }
 
 build_base() { # name suite
   local name=$1 suite=$2 tag hash dir mirror
-  hash=$(recipe_hash "$suite" "$INCLUDE")
+  hash=$(recipe_hash "$suite" "$INCLUDE" "$(declare -f build_base)")
   tag="unbroken-test/$name:$hash"
   if have_image "$tag"; then
     log "$tag is cached"; docker tag "$tag" "unbroken-test/$name:latest"; return
@@ -73,6 +81,7 @@ build_base() { # name suite
     - "$tag" >/dev/null
   rm -rf "$dir"
   docker tag "$tag" "unbroken-test/$name:latest"
+  prune_old "$name" "$tag"
   log "built $tag"
 }
 
@@ -86,6 +95,7 @@ build_docker() { # Docker engine on top of the Debian 12 image (Docker-in-Docker
   fi
   docker build -q -t "$tag" -f "$here/Dockerfile.docker" "$here" >/dev/null
   docker tag "$tag" unbroken-test/debian12-docker:latest
+  prune_old debian12-docker "$tag"
   log "built $tag"
 }
 
@@ -106,6 +116,7 @@ build_pytorch() { # CPU torch on Debian 12: the test stand-in for a PyTorch-CUDA
   docker build -q -t "$tag" "$ctx" >/dev/null || { rm -rf "$ctx"; exit 1; }
   rm -rf "$ctx"
   docker tag "$tag" unbroken-test/pytorch-cpu:latest
+  prune_old pytorch-cpu "$tag"
   log "built $tag"
 }
 
