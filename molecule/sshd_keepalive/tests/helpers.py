@@ -1,0 +1,69 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+# Copyright (c) 2026 unbroken.training contributors
+"""Shared by the scenario's testinfra modules: commands, snapshots and playbook runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SCENARIO = Path(__file__).resolve().parents[1]
+PRIMARY = "ut-sshd-keepalive-1"
+DROPIN = "/etc/ssh/sshd_config.d/00-unbroken-keepalive.conf"
+CLIENT_DROPIN = "/etc/ssh/ssh_config.d/00-unbroken-keepalive.conf"
+LOGIN = (
+    "ssh -i /root/.ssh/ut_login_key -o BatchMode=yes -o StrictHostKeyChecking=no"
+    " -o UserKnownHostsFile=/dev/null -o ConnectTimeout=10 root@127.0.0.1 echo login-ok"
+)
+
+
+def effective(host, command: str) -> dict:
+    out = host.check_output(command)
+    return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+
+
+def snapshot(host) -> str:
+    """Content hashes of everything under /etc/ssh (configs, drop-ins, host keys)."""
+    return host.check_output("cd /etc/ssh && find . -type f -print0 | sort -z | xargs -0 sha256sum")
+
+
+def reloads(host) -> int:
+    """How many times sshd was told to reload (it logs each SIGHUP)."""
+    out = host.run("journalctl -q -u ssh --no-pager -o cat | grep -c 'Received SIGHUP'")
+    return int(out.stdout.strip() or 0)
+
+
+def playbook(*args: str, name: str = "converge.yml") -> subprocess.CompletedProcess:
+    """Run a scenario playbook on the first platform; stdout holds the whole output,
+    with whitespace collapsed so messages wrapped by Ansible's display still match."""
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_PIPELINING="1")
+    env["COLUMNS"] = "10000"  # no wrapping (it may split words at hyphens)
+    env.setdefault("ANSIBLE_COLLECTIONS_PATH", str(SCENARIO.parents[1] / ".cache/collections"))
+    command = [
+        str(Path(sys.executable).parent / "ansible-playbook"),
+        "-i",
+        os.environ["MOLECULE_INVENTORY_FILE"],
+        "--limit",
+        PRIMARY,
+        str(SCENARIO / name),
+        *args,
+    ]
+    result = subprocess.run(
+        command,
+        check=False,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    result.stdout = " ".join(result.stdout.split())
+    return result
+
+
+def assert_still_serving(host, interval: str = "60") -> None:
+    """sshd answers a fresh key login and its files still give our previous value."""
+    assert host.check_output(LOGIN) == "login-ok"
+    assert effective(host, "sshd -T")["clientaliveinterval"] == interval

@@ -1,0 +1,159 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+# Copyright (c) 2026 unbroken.training contributors
+"""Negative cases and contracts of the sshd_keepalive role, on the first platform only.
+
+Each runs ansible-playbook as a subprocess against the Molecule inventory (bad variables,
+check mode, shadowing lines, a broken directive, the reuse contract, switching the client
+off) and puts the host back the way it found it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers import (
+    CLIENT_DROPIN,
+    DROPIN,
+    LOGIN,
+    PRIMARY,
+    assert_still_serving,
+    effective,
+    playbook,
+    reloads,
+    snapshot,
+)
+
+# Run once, not per platform: these tests drive whole playbooks themselves.
+testinfra_hosts = [f"ansible://{PRIMARY}"]
+
+BAD_VARS = [
+    ({"sshd_keepalive_client_alive_count_max": 0}, "OpenSSH 8.2"),
+    ({"sshd_keepalive_client_alive_interval": "abc"}, "unable to convert to int"),
+    ({"sshd_keepalive_client_alive_interval": -5}, "whole, non-negative number"),
+    ({"sshd_keepalive_client_alive_interval": True}, "whole, non-negative number"),
+    ({"sshd_keepalive_server_alive_interval": 1.5}, "sshd_keepalive_server_alive_interval"),
+    ({"sshd_keepalive_client_alive_interval": 0}, "0 switches keepalive off"),
+    ({"sshd_keepalive_client_alive_interval": 300}, "less than sshd_keepalive_idle_timeout"),
+    (
+        {"sshd_keepalive_client_alive_interval": 4000, "sshd_keepalive_idle_timeout": 5000},
+        "use 1 to 3600 seconds",
+    ),
+    (
+        {"sshd_keepalive_client_host_pattern": "*\n    ProxyCommand touch /tmp/pwned"},
+        "add other directives",
+    ),
+]
+
+
+BAD_VAR_IDS = [json.dumps(case[0]) for case in BAD_VARS]
+
+
+@pytest.mark.parametrize(("extra", "message"), BAD_VARS, ids=BAD_VAR_IDS)
+def test_bad_variables_refused_before_anything_changes(host, extra: dict, message: str) -> None:
+    before, reloaded = snapshot(host), reloads(host)
+    result = playbook("-e", json.dumps(extra))
+    assert result.returncode != 0, result.stdout
+    assert message in result.stdout, result.stdout[-3000:]
+    assert snapshot(host) == before
+    assert reloads(host) == reloaded
+    assert not host.file("/tmp/pwned").exists
+
+
+def test_check_diff_shows_the_change_and_changes_nothing(host) -> None:
+    before, reloaded = snapshot(host), reloads(host)
+    result = playbook("--check", "--diff", "-e", "sshd_keepalive_client_alive_interval=45")
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "-ClientAliveInterval 60" in result.stdout
+    assert "+ClientAliveInterval 45" in result.stdout
+    assert snapshot(host) == before
+    assert reloads(host) == reloaded
+    assert_still_serving(host)
+
+
+SHADOWS = {
+    "line above the Include": (
+        "sed -i '1i ClientAliveInterval 0' /etc/ssh/sshd_config",
+        "/etc/ssh/sshd_config line 1 sets 'ClientAliveInterval 0' first",
+    ),
+    "drop-in sorting first": (
+        "printf '# site\\nClientAliveInterval 0\\n' > /etc/ssh/sshd_config.d/00-aaa-site.conf",
+        "/etc/ssh/sshd_config.d/00-aaa-site.conf line 2 sets 'ClientAliveInterval 0' first",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(SHADOWS))
+def test_shadowing_line_fails_clearly_and_rolls_back(host, case: str) -> None:
+    seed, message = SHADOWS[case]
+    host.check_output("cp -p /etc/ssh/sshd_config /root/sshd_config.orig")
+    try:
+        host.check_output(seed)
+        before, reloaded = snapshot(host), reloads(host)
+        result = playbook("-e", "sshd_keepalive_client_alive_interval=45")
+        assert result.returncode != 0, result.stdout[-3000:]
+        assert message in result.stdout, result.stdout[-3000:]
+        assert "ClientAliveInterval is 0, expected 45" in result.stdout
+        assert snapshot(host) == before, "the drop-in was not rolled back"
+        assert "ClientAliveInterval 60" in host.file(DROPIN).content_string
+        assert reloads(host) == reloaded, "sshd was reloaded despite the failure"
+        assert host.check_output(LOGIN) == "login-ok"
+    finally:
+        host.run("rm -f /etc/ssh/sshd_config.d/00-aaa-site.conf")
+        host.check_output("mv /root/sshd_config.orig /etc/ssh/sshd_config")
+    assert_still_serving(host)
+
+
+def test_broken_directive_fails_validation_and_rolls_back(host) -> None:
+    """A broken file that only our added Include would activate: sshd -t must catch it."""
+    broken = "/etc/ssh/sshd_config.d/50-broken.conf"
+    host.check_output("cp -p /etc/ssh/sshd_config /root/sshd_config.orig")
+    try:
+        host.check_output(r"sed -i '\|^Include /etc/ssh/sshd_config.d/|d' /etc/ssh/sshd_config")
+        host.check_output(f"echo 'NoSuchDirective yes' > {broken}")
+        before, reloaded = snapshot(host), reloads(host)
+        result = playbook("-e", "sshd_keepalive_client_alive_interval=45")
+        assert result.returncode != 0, result.stdout[-3000:]
+        assert f"{broken}: line 1: Bad configuration option: NoSuchDirective" in result.stdout
+        assert "previous files were restored and sshd was not reloaded" in result.stdout
+        assert snapshot(host) == before, "sshd_config or the drop-in was not restored"
+        assert reloads(host) == reloaded
+        assert host.check_output(LOGIN) == "login-ok"
+        assert host.check_output("find /etc/ssh -name '*~' | wc -l") == "0"
+    finally:
+        host.run(f"rm -f {broken}")
+        host.check_output("mv /root/sshd_config.orig /etc/ssh/sshd_config")
+    assert_still_serving(host)
+
+
+def test_reuse_contract_validate_only_and_template(host) -> None:
+    before = snapshot(host)
+    result = playbook("-e", "sshd_keepalive_client_alive_interval=30", name="reuse.yml")
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert snapshot(host) == before, "validate.yml must not change the host"
+    settings = json.loads(host.file("/tmp/ut-reuse/settings.json").content_string)
+    assert settings == {"ClientAliveInterval": 30, "ClientAliveCountMax": 3, "TCPKeepAlive": True}
+    # The rendered drop-in is a valid sshd configuration carrying the same values.
+    host.check_output(
+        "printf 'HostKey /etc/ssh/ssh_host_ed25519_key\\nInclude /tmp/ut-reuse/*.conf\\n'"
+        " > /tmp/ut-reuse/sshd_config"
+    )
+    config = effective(host, "sshd -T -f /tmp/ut-reuse/sshd_config")
+    assert config["clientaliveinterval"] == "30"
+    assert config["clientalivecountmax"] == "3"
+    bad = playbook("-e", "sshd_keepalive_client_alive_count_max=0", name="reuse.yml")
+    assert bad.returncode != 0
+    assert "OpenSSH 8.2" in bad.stdout
+
+
+def test_client_part_can_be_turned_off_and_on(host) -> None:
+    off = playbook("-e", "sshd_keepalive_client_enabled=false")
+    try:
+        assert off.returncode == 0, off.stdout[-3000:]
+        assert not host.file(CLIENT_DROPIN).exists
+        assert effective(host, "ssh -G gpu01.example.org")["serveraliveinterval"] == "0"
+        assert effective(host, "sshd -T")["clientaliveinterval"] == "60"
+    finally:
+        on = playbook()
+    assert on.returncode == 0, on.stdout[-3000:]
+    assert effective(host, "ssh -G gpu01.example.org")["serveraliveinterval"] == "60"
