@@ -1,0 +1,348 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+# Copyright (c) 2026 unbroken.training contributors
+"""Filters that turn training_status results and job logs into a table and SVG curves.
+
+Used by the collection's operator playbooks (status.yml, report.yml); they run on the
+controller. Documentation: the YAML files next to this one, one per filter.
+"""
+
+from __future__ import annotations
+
+import calendar
+import html
+import math
+import re
+import time
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+
+from ansible.errors import AnsibleFilterError
+
+# The reference script's progress line as the trainer role's log file holds it: the journal
+# timestamp the helper adds, then Python logging's own prefix, then the message.
+_STEP_LINE = re.compile(
+    r"^(?P<stamp>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?)Z .*?\btrain: step (?P<step>\d+) "
+    r"loss (?P<loss>\S+)"
+)
+# Each start of the script logs this line once; it separates the runs of a job.
+_RUN_START = re.compile(r"\btrain: training on \S+: \d+ steps")
+DEFAULT_BATCH_SIZE = 32  # the reference script's default --batch-size
+
+TABLE_COLUMNS = (
+    "HOST",
+    "JOB",
+    "STATE",
+    "STEP",
+    "LOSS",
+    "SAMPLES/S",
+    "LAST CKPT AGE",
+    "RESTARTS",
+    "NOTE",
+)
+
+
+# -- status table -------------------------------------------------------------------
+
+
+def human_age(seconds: Any) -> str:
+    """42s, 5m07s, 3h02m, 2d04h; '-' when unknown."""
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds < 0:
+        return "-"
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    if whole < 86400:
+        return f"{whole // 3600}h{(whole % 3600) // 60:02d}m"
+    return f"{whole // 86400}d{(whole % 86400) // 3600:02d}h"
+
+
+def job_state(job: Mapping[str, Any]) -> str:
+    """One word an operator can act on: hung, failed, training, finished, stopped, ..."""
+    if job.get("hung"):
+        return "hung"
+    if job.get("active_state") == "failed":
+        return "failed"
+    if job.get("running"):
+        return str(job.get("status_state") or "starting")
+    sub = str(job.get("sub_state") or "")
+    if sub == "auto-restart":
+        return "restarting"
+    if job.get("status_state") == "finished":
+        return "finished"
+    return "stopped" if sub in ("dead", "") else sub
+
+
+def _number(value: Any, fmt: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "-"
+    return fmt.format(value)
+
+
+def job_note(job: Mapping[str, Any]) -> str:
+    for key in ("failure_reason", "checkpoint_error"):
+        if job.get(key):
+            return str(job[key]).splitlines()[0][:80]
+    resumed = job.get("resumed_from")
+    if isinstance(resumed, Mapping) and resumed.get("name"):
+        return "resumed from {}".format(resumed["name"])
+    return ""
+
+
+def table_row(host: str, job: Mapping[str, Any]) -> List[str]:
+    total = job.get("total_steps")
+    step = _number(job.get("step"), "{:d}")
+    if step != "-" and isinstance(total, int) and not isinstance(total, bool):
+        step = f"{step}/{total}"
+    checkpoint = job.get("last_checkpoint")
+    age = checkpoint.get("age_seconds") if isinstance(checkpoint, Mapping) else None
+    return [
+        host,
+        str(job.get("name", "?")),
+        job_state(job),
+        step,
+        _number(job.get("loss"), "{:.4g}"),
+        _number(job.get("samples_per_second"), "{:.1f}"),
+        human_age(age),
+        _number(job.get("restarts"), "{:d}"),
+        job_note(job),
+    ]
+
+
+def training_table(jobs_by_host: Mapping[str, Any]) -> str:
+    """Text table, one line per host and job, from {host: training_status jobs list}."""
+    if not isinstance(jobs_by_host, Mapping):
+        raise AnsibleFilterError("training_table expects a mapping of host name to a jobs list")
+    rows: List[List[str]] = []
+    for host in sorted(jobs_by_host):
+        jobs = jobs_by_host[host] or []
+        if not isinstance(jobs, Sequence) or isinstance(jobs, str):
+            raise AnsibleFilterError(f"training_table: jobs of {host} must be a list")
+        if not jobs:
+            rows.append([host, "-", "no jobs", "-", "-", "-", "-", "-", ""])
+        for job in jobs:
+            rows.append(table_row(host, job))
+    return _format_table([list(TABLE_COLUMNS), *rows])
+
+
+def _format_table(rows: List[List[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows
+    ]
+    return "\n".join(lines)
+
+
+# -- curves from the job log --------------------------------------------------------
+
+
+def _epoch(stamp: str) -> float:
+    whole, _, fraction = stamp.partition(".")
+    seconds = calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S"))
+    return seconds + (float("0." + fraction) if fraction else 0.0)
+
+
+def batch_size_of(command: Any) -> int:
+    """The --batch-size of a job's command (argv list), else the reference default."""
+    if isinstance(command, Sequence) and not isinstance(command, str):
+        argv = [str(a) for a in command]
+        for index, arg in enumerate(argv):
+            value: Optional[str] = None
+            if arg == "--batch-size" and index + 1 < len(argv):
+                value = argv[index + 1]
+            elif arg.startswith("--batch-size="):
+                value = arg.split("=", 1)[1]
+            if value is not None and value.isdigit() and int(value) > 0:
+                return int(value)
+    return DEFAULT_BATCH_SIZE
+
+
+def training_curves(
+    log: Any, batch_size: int = DEFAULT_BATCH_SIZE, max_points: int = 500
+) -> Dict[str, Any]:
+    """Loss and samples/s per logged step from a trainer log (text or list of lines).
+
+    Throughput is measured between consecutive progress lines of the same run (the
+    journal timestamps), so a restart never produces a spike or a negative rate.
+    """
+    if isinstance(log, str):
+        lines: Iterable[str] = log.splitlines()
+    elif isinstance(log, Sequence):
+        lines = [str(line) for line in log]
+    else:
+        raise AnsibleFilterError("training_curves expects the log as text or a list of lines")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise AnsibleFilterError("training_curves: batch_size must be a positive integer")
+    points: List[Dict[str, Any]] = []
+    starts: List[Dict[str, Any]] = []
+    run = 0
+    previous: Optional[Dict[str, Any]] = None
+    for line in lines:
+        if _RUN_START.search(line):
+            run += 1
+            previous = None
+            continue
+        match = _STEP_LINE.match(line)
+        if not match:
+            continue
+        point = _step_point(match, run, previous, batch_size)
+        if point is None:
+            continue
+        if previous is None and points:
+            starts.append({"step": point["step"], "time": point["time"], "run": run})
+        points.append(point)
+        previous = point
+    return {
+        "points": _thin(points, max_points),
+        "runs": max(1, run) if points else 0,
+        "restarts": starts,
+        "batch_size": batch_size,
+    }
+
+
+def _step_point(
+    match: re.Match[str], run: int, previous: Optional[Dict[str, Any]], batch_size: int
+) -> Optional[Dict[str, Any]]:
+    try:
+        loss = float(match.group("loss"))
+        when = _epoch(match.group("stamp"))
+    except ValueError:
+        return None
+    step = int(match.group("step"))
+    rate = None
+    if previous is not None and step > previous["step"] and when > previous["time"]:
+        rate = (step - previous["step"]) * batch_size / (when - previous["time"])
+    return {
+        "time": when,
+        "step": step,
+        "loss": loss if math.isfinite(loss) else None,
+        "samples_per_second": rate,
+        "run": run,
+    }
+
+
+def _thin(points: List[Dict[str, Any]], max_points: int) -> List[Dict[str, Any]]:
+    if max_points < 2 or len(points) <= max_points:
+        return points
+    stride = len(points) / float(max_points)
+    kept = [points[int(i * stride)] for i in range(max_points)]
+    if kept[-1] is not points[-1]:
+        kept[-1] = points[-1]
+    return kept
+
+
+# -- SVG line chart -----------------------------------------------------------------
+
+
+def _ticks(low: float, high: float) -> List[float]:
+    if high <= low:
+        return [low]
+    span = high - low
+    step = 10 ** math.floor(math.log10(span / 4))
+    for factor in (1, 2, 5, 10):
+        if span / (step * factor) <= 5:
+            step *= factor
+            break
+    first = math.ceil(low / step) * step
+    ticks, value = [], first
+    while value <= high + step * 1e-9:
+        ticks.append(round(value, 12))
+        value += step
+    return ticks
+
+
+def _label(value: float) -> str:
+    if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
+        return f"{value:.2e}"
+    return f"{value:.4g}"
+
+
+def training_svg_chart(
+    curves: Mapping[str, Any],
+    y: str = "loss",
+    title: str = "",
+    width: int = 640,
+    height: int = 240,
+) -> str:
+    """An inline SVG line chart of one series of training_curves() against the step."""
+    points = [p for p in curves.get("points", []) if isinstance(p.get(y), (int, float))]
+    esc_title = html.escape(title or y)
+    head = (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="{esc_title}">'
+        f"<title>{esc_title}</title>"
+        f'<rect width="{width}" height="{height}" fill="#fff" stroke="#ccc"/>'
+        f'<text x="{width / 2:.0f}" y="16" text-anchor="middle" font-size="13">{esc_title}</text>'
+    )
+    if len(points) < 1:
+        return (
+            head + f'<text x="{width / 2:.0f}" y="{height / 2:.0f}" text-anchor="middle" '
+            'font-size="12" fill="#888">no data in the job log yet</text></svg>'
+        )
+    left, right, top, bottom = 64, 12, 26, 30
+    xs = [float(p["step"]) for p in points]
+    ys = [float(p[y]) for p in points]
+    x_low, x_high = min(xs), max(xs)
+    y_low, y_high = min(ys), max(ys)
+    if x_high == x_low:
+        x_high = x_low + 1
+    if y_high == y_low:
+        y_low, y_high = y_low - 0.5 * (abs(y_low) or 1), y_high + 0.5 * (abs(y_high) or 1)
+
+    def px(value: float) -> float:
+        return left + (value - x_low) / (x_high - x_low) * (width - left - right)
+
+    def py(value: float) -> float:
+        return height - bottom - (value - y_low) / (y_high - y_low) * (height - top - bottom)
+
+    parts = [head]
+    for tick in _ticks(y_low, y_high):
+        parts.append(
+            f'<line x1="{left}" x2="{width - right}" y1="{py(tick):.1f}" y2="{py(tick):.1f}" '
+            f'stroke="#eee"/><text x="{left - 4}" y="{py(tick) + 4:.1f}" text-anchor="end" '
+            f'font-size="10">{_label(tick)}</text>'
+        )
+    for tick in _ticks(x_low, x_high):
+        parts.append(
+            f'<text x="{px(tick):.1f}" y="{height - bottom + 14}" text-anchor="middle" '
+            f'font-size="10">{_label(tick)}</text>'
+        )
+    parts.append(
+        f'<text x="{width / 2:.0f}" y="{height - 3}" text-anchor="middle" font-size="10">'
+        "step</text>"
+    )
+    for restart in curves.get("restarts", []):
+        x = px(float(restart["step"]))
+        parts.append(
+            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{height - bottom}" '
+            f'stroke="#d33" stroke-dasharray="3,3"><title>restart resumed at step '
+            f"{int(restart['step'])}</title></line>"
+        )
+    for run_points in _split_runs(points):
+        coords = " ".join(f"{px(float(p['step'])):.1f},{py(float(p[y])):.1f}" for p in run_points)
+        parts.append(
+            f'<polyline fill="none" stroke="#1f6feb" stroke-width="1.5" points="{coords}"/>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _split_runs(points: List[Dict[str, Any]]) -> List[List[Dict[str, Any]]]:
+    runs: List[List[Dict[str, Any]]] = []
+    for point in points:
+        if not runs or runs[-1][-1].get("run") != point.get("run"):
+            runs.append([])
+        runs[-1].append(point)
+    return runs
+
+
+class FilterModule:
+    """Training status table and report curves."""
+
+    def filters(self) -> Dict[str, Any]:
+        return {
+            "training_table": training_table,
+            "training_curves": training_curves,
+            "training_svg_chart": training_svg_chart,
+            "training_batch_size": batch_size_of,
+        }

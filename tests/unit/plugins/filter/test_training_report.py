@@ -1,0 +1,239 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+# Copyright (c) 2026 unbroken.training contributors
+"""Unit tests for the status table and report curve filters (plugins/filter/training_report.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ansible.errors import AnsibleFilterError
+
+PLUGIN = Path(__file__).resolve().parents[4] / "plugins" / "filter" / "training_report.py"
+_spec = importlib.util.spec_from_file_location("training_report", PLUGIN)
+assert _spec and _spec.loader
+report: Any = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(report)
+
+# Lines as the trainer role's log file holds them: journal time, then the script's logging.
+START = "train: training on cpu: 1000 steps, checkpoint every 200 into /checkpoints"
+
+
+def _line(clock: str, message: str) -> str:
+    return f"2026-11-28T22:{clock}.000000Z 2026-11-28 22:{clock},000 {message}"
+
+
+LOG = "\n".join(
+    [
+        _line("02:00", "INFO " + START),
+        _line("02:10", "INFO train: step 50 loss 0.500000 lr 0.002"),
+        _line("02:20", "INFO train: step 100 loss 0.250000 lr 0.002"),
+        _line("02:25", "WARNING unbroken_ckpt: something else"),
+        _line("02:40", "INFO " + START),
+        _line("02:41", "INFO unbroken_ckpt: resumed from checkpoint step-000050 (step 50)"),
+        _line("02:45", "INFO train: step 100 loss 0.260000 lr 0.002"),
+        _line("02:50", "INFO train: step 150 loss nan lr 0.002"),
+        _line("02:55", "INFO train: step 200 loss 0.125000 lr 0.002"),
+    ]
+)
+
+
+def job(**overrides: Any) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "name": "llm",
+        "active_state": "active",
+        "sub_state": "running",
+        "running": True,
+        "training": True,
+        "status_state": "training",
+        "step": 1200,
+        "total_steps": 100000,
+        "loss": 0.123456,
+        "samples_per_second": 812.345,
+        "last_checkpoint": {"name": "step-001000", "step": 1000, "age_seconds": 312.4},
+        "restarts": 2,
+        "hung": False,
+        "failure_reason": None,
+        "checkpoint_error": None,
+        "resumed_from": None,
+    }
+    entry.update(overrides)
+    return entry
+
+
+def test_table_has_one_aligned_row_per_host_and_job() -> None:
+    text = report.training_table({"gpu02": [job(name="b")], "gpu01": [job(), job(name="c")]})
+    lines = text.splitlines()
+    assert lines[0].split() == [
+        "HOST",
+        "JOB",
+        "STATE",
+        "STEP",
+        "LOSS",
+        "SAMPLES/S",
+        "LAST",
+        "CKPT",
+        "AGE",
+        "RESTARTS",
+        "NOTE",
+    ]
+    assert [line.split()[:2] for line in lines[1:]] == [
+        ["gpu01", "llm"],
+        ["gpu01", "c"],
+        ["gpu02", "b"],
+    ]
+    assert lines[1].split()[2:8] == ["training", "1200/100000", "0.1235", "812.3", "5m12s", "2"]
+    # Columns line up: every row's JOB column starts where the header's does.
+    column = lines[0].index("JOB")
+    assert all(line[column - 2 : column] == "  " for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "state"),
+    [
+        ({"hung": True}, "hung"),
+        ({"active_state": "failed", "running": False, "sub_state": "failed"}, "failed"),
+        ({"running": False, "sub_state": "auto-restart"}, "restarting"),
+        ({"running": False, "sub_state": "dead", "status_state": "finished"}, "finished"),
+        ({"running": False, "sub_state": "dead", "status_state": "stopping"}, "stopped"),
+        ({"status_state": None}, "starting"),
+    ],
+)
+def test_state_column_names_what_an_operator_must_know(overrides: dict, state: str) -> None:
+    row = report.table_row("h", job(**overrides))
+    assert row[2] == state
+
+
+def test_note_shows_the_failure_reason_first_then_checkpoint_error_then_resume() -> None:
+    failed = job(failure_reason="crash loop: exit 5\nmore", checkpoint_error="ENOSPC")
+    assert report.table_row("h", failed)[8] == "crash loop: exit 5"
+    assert report.table_row("h", job(checkpoint_error="ENOSPC"))[8] == "ENOSPC"
+    resumed = job(resumed_from={"name": "step-000900", "step": 900})
+    assert report.table_row("h", resumed)[8] == "resumed from step-000900"
+
+
+def test_unknown_values_show_as_dashes_and_hosts_without_jobs_get_a_line() -> None:
+    empty = job(step=None, loss=None, samples_per_second=None, last_checkpoint=None, restarts=None)
+    assert report.table_row("h", empty)[3:8] == ["-", "-", "-", "-", "-"]
+    text = report.training_table({"idle": []})
+    assert text.splitlines()[1].split()[:4] == ["idle", "-", "no", "jobs"]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0, "0s"),
+        (59.9, "59s"),
+        (61, "1m01s"),
+        (3600, "1h00m"),
+        (90061, "1d01h"),
+        (None, "-"),
+        (-1, "-"),
+        (True, "-"),
+    ],
+)
+def test_ages_read_like_a_clock(seconds: Any, text: str) -> None:
+    assert report.human_age(seconds) == text
+
+
+def test_table_refuses_input_that_is_not_a_mapping_of_lists() -> None:
+    with pytest.raises(AnsibleFilterError):
+        report.training_table([job()])
+    with pytest.raises(AnsibleFilterError):
+        report.training_table({"h": "not a list"})
+
+
+def test_curves_measure_throughput_within_each_run_only() -> None:
+    curves = report.training_curves(LOG, batch_size=32)
+    points = curves["points"]
+    assert [p["step"] for p in points] == [50, 100, 100, 150, 200]
+    assert [p["run"] for p in points] == [1, 1, 2, 2, 2]
+    # 50 steps x 32 samples in 10 s; the first line of each run has no rate (no spike).
+    assert points[0]["samples_per_second"] is None
+    assert points[1]["samples_per_second"] == pytest.approx(160.0)
+    assert points[2]["samples_per_second"] is None
+    assert points[3]["samples_per_second"] == pytest.approx(320.0)
+    assert points[1]["loss"] == 0.25
+    assert points[3]["loss"] is None  # nan is not drawn
+    assert curves["runs"] == 2
+    assert curves["restarts"] == [{"step": 100, "time": points[2]["time"], "run": 2}]
+
+
+def test_curves_accept_lines_and_thin_long_logs_keeping_the_last_point() -> None:
+    lines = [
+        f"2026-11-28T22:00:{i // 10:02d}.{i % 10}00000Z x INFO train: step {i} loss 1.0 lr 1"
+        for i in range(1, 501)
+    ]
+    curves = report.training_curves(lines, max_points=50)
+    assert len(curves["points"]) == 50
+    assert curves["points"][-1]["step"] == 500
+    assert report.training_curves("", batch_size=8) == {
+        "points": [],
+        "runs": 0,
+        "restarts": [],
+        "batch_size": 8,
+    }
+    with pytest.raises(AnsibleFilterError):
+        report.training_curves(LOG, batch_size=0)
+    with pytest.raises(AnsibleFilterError):
+        report.training_curves(42)
+
+
+@pytest.mark.parametrize(
+    ("command", "size"),
+    [
+        (["python3", "train.py", "--batch-size", "128"], 128),
+        (["python3", "train.py", "--batch-size=64", "--steps", 5], 64),
+        (["python3", "train.py"], 32),
+        (["python3", "train.py", "--batch-size"], 32),
+        ("--batch-size 7", 32),
+    ],
+)
+def test_batch_size_is_read_from_the_job_command(command: Any, size: int) -> None:
+    assert report.batch_size_of(command) == size
+
+
+def test_svg_chart_is_well_formed_with_one_line_per_run_and_a_restart_marker() -> None:
+    curves = report.training_curves(LOG)
+    svg = report.training_svg_chart(curves, y="loss", title="loss <llm>")
+    root = ET.fromstring(svg)
+    ns = "{http://www.w3.org/2000/svg}"
+    assert root.tag == f"{ns}svg"
+    polylines = root.findall(f"{ns}polyline")
+    assert len(polylines) == 2  # one per run: no line across the restart
+    assert [len(p.get("points", "").split()) for p in polylines] == [2, 2]
+    markers = [line for line in root.findall(f"{ns}line") if line.get("stroke") == "#d33"]
+    assert len(markers) == 1
+    assert "loss &lt;llm&gt;" in svg and "<llm>" not in svg
+    assert "script" not in svg
+
+
+def test_svg_chart_says_when_there_is_no_data() -> None:
+    svg = report.training_svg_chart({"points": []}, y="samples_per_second")
+    ET.fromstring(svg)
+    assert "no data in the job log yet" in svg
+    assert "polyline" not in svg
+
+
+def test_svg_chart_handles_a_single_point_and_a_flat_series() -> None:
+    single = {"points": [{"step": 10, "loss": 1.0, "run": 1}]}
+    ET.fromstring(report.training_svg_chart(single))
+    flat = {"points": [{"step": s, "loss": 0.0, "run": 1} for s in (1, 2, 3)]}
+    svg = report.training_svg_chart(flat)
+    ET.fromstring(svg)
+    assert "nan" not in svg.lower()
+
+
+def test_filter_module_exports_the_documented_filters() -> None:
+    names = set(report.FilterModule().filters())
+    assert names == {
+        "training_table",
+        "training_curves",
+        "training_svg_chart",
+        "training_batch_size",
+    }
+    for name in names:
+        assert (PLUGIN.parent / f"{name}.yml").is_file(), f"{name} has no documentation"
