@@ -43,7 +43,7 @@ def render_default(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, (list, dict)):
-        return "" if not value else ""
+        return ""  # structured defaults are explained in prose, not matched
     return str(value)
 
 

@@ -22,7 +22,14 @@ def main() -> int:
         return 0
     if not (VENV / "bin" / "python").exists():
         subprocess.check_call([sys.executable, "-m", "venv", str(VENV)])
-    pip = [str(VENV / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    pip = [
+        str(VENV / "bin" / "python"),
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--disable-pip-version-check",
+    ]
     subprocess.check_call([*pip, "-r", str(REQUIREMENTS)])
     STAMP.write_text(digest + "\n")
     print(f"{VENV} installed from {REQUIREMENTS.name}")

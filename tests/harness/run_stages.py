@@ -105,11 +105,18 @@ def remove_test_volumes() -> None:
     try:
         names = subprocess.run(
             ["docker", "volume", "ls", "-q", "--filter", "name=^ut-"],
-            capture_output=True, text=True, check=False, timeout=60,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
         ).stdout.split()
         if names:
-            subprocess.run(["docker", "volume", "rm", "-f", *names],
-                           capture_output=True, check=False, timeout=300)
+            subprocess.run(
+                ["docker", "volume", "rm", "-f", *names],
+                capture_output=True,
+                check=False,
+                timeout=300,
+            )
     except (OSError, subprocess.SubprocessError):
         pass
 
@@ -136,8 +143,14 @@ def run_stage(stage: Stage, env: dict[str, str]) -> None:
             fh.write(f"$ {shlex.join(cmd)}\n")
             fh.flush()
             print(f"$ {shlex.join(cmd)}", flush=True)
-            rc = subprocess.call(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL)
+            rc = subprocess.call(
+                cmd,
+                cwd=ROOT,
+                env=env,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
             if rc != 0:
                 fh.write(f"exit status {rc}\n")
                 ok = False
@@ -164,8 +177,7 @@ def report(stages: list[Stage], total: float) -> int:
     data = {
         "total_seconds": round(total, 1),
         "stages": [
-            {"name": s.name, "result": s.result, "seconds": round(s.seconds, 1),
-             "tests": s.summary}
+            {"name": s.name, "result": s.result, "seconds": round(s.seconds, 1), "tests": s.summary}
             for s in stages
         ],
     }
@@ -182,8 +194,9 @@ def main(argv: list[str]) -> int:
     stages = build_stages()
     if argv:
         wanted = set(argv)
-        stages = [s for s in stages
-                  if s.name in wanted or s.name.split(":", 1)[-1] in wanted or s.fatal]
+        stages = [
+            s for s in stages if s.name in wanted or s.name.split(":", 1)[-1] in wanted or s.fatal
+        ]
     env = environment()
     start = time.monotonic()
     blocked = False
