@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 # Copyright (c) 2026 unbroken.training contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Read, merge and safely write Docker's daemon.json; find options that the
 service unit also passes to dockerd as flags (dockerd refuses to start then).
 
@@ -161,7 +162,7 @@ def parse_environment_file(text: str) -> Dict[str, str]:
         line = raw.strip()
         if not line or line.startswith(("#", ";")) or "=" not in line:
             continue
-        key, _, value = line.partition("=")
+        key, value = line.split("=", 1)
         key = key.strip()
         if key.startswith("export "):
             key = key[len("export ") :].strip()

@@ -1,6 +1,7 @@
 #!/usr/bin/python
 # SPDX-License-Identifier: GPL-3.0-or-later
 # Copyright (c) 2026 unbroken.training contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ description:
     start when an option comes from both places.
 version_added: 0.1.0
 author:
-  - unbroken.training contributors
+  - unbroken.training contributors (@unbroken-training)
 options:
   path:
     description: Path of the daemon configuration file.
@@ -60,8 +61,10 @@ options:
     default: docker
 attributes:
   check_mode:
+    description: Computes the result and the diff without writing the file.
     support: full
   diff_mode:
+    description: Shows daemon.json before and after.
     support: full
 """
 
