@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -94,6 +95,10 @@ def environment() -> dict[str, str]:
 
 
 def link_collection() -> None:
+    # A copy that Molecule's prerun may have left earlier would shadow the checkout.
+    stale = Path.home() / ".ansible/collections/ansible_collections/unbroken/training"
+    if stale.is_dir() and not stale.is_symlink():
+        shutil.rmtree(stale)
     link = COLLECTIONS / "ansible_collections" / "unbroken" / "training"
     link.parent.mkdir(parents=True, exist_ok=True)
     if not link.is_symlink():
