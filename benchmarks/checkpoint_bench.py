@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # SPDX-License-Identifier: GPL-3.0-or-later
 # Copyright (c) 2026 unbroken.training contributors
 """Side-by-side checkpoint benchmark: unbroken_ckpt against torch.save, DCP and the disk.
@@ -78,7 +77,7 @@ def timed(
     fn: Callable[[], Any], repeat: int, setup: Callable[[], Any] | None = None
 ) -> list[float]:
     times = []
-    for _ in range(repeat):
+    for _round in range(repeat):
         if setup is not None:
             setup()
         start = time.perf_counter()
@@ -184,7 +183,7 @@ def measure_ours(state: dict[str, torch.Tensor], directory: Path, repeat: int) -
 
     stalls, writes = [], []
     with CheckpointManager(str(directory), {"model": holder}, keep=1, async_save=True) as ckpt:
-        for _ in range(repeat + 1):  # the first one allocates the buffers: reported apart
+        for _round in range(repeat + 1):  # the first one allocates the buffers: reported apart
             start = time.perf_counter()
             ckpt.save(next(step))
             stalls.append(time.perf_counter() - start)
@@ -243,7 +242,7 @@ def report(results: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--size-mb", type=int, default=512, help="MiB of tensor state")
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement")
     parser.add_argument("--dir", default=None, help="where to write (default: the temp dir)")

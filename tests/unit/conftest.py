@@ -14,4 +14,4 @@ from __future__ import annotations
 import contextlib
 
 with contextlib.suppress(ImportError):
-    import torch._dynamo  # noqa: F401
+    import torch._dynamo  # noqa: F401  # pylint: disable=unused-import

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # SPDX-License-Identifier: GPL-3.0-or-later
 # Copyright (c) 2026 unbroken.training contributors
 """Reference training script of unbroken.training: a small real model, exactly resumable.
@@ -73,7 +72,7 @@ EXIT_OK, EXIT_SAVE, EXIT_LOCKED, EXIT_CONFIG, EXIT_NO_VALID, EXIT_UNSAFE, EXIT_O
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     add = parser.add_argument
     add("--steps", type=int, default=1000, help="optimizer steps to train in total")
     add("--checkpoint-interval", type=int, default=100, help="steps between checkpoints")

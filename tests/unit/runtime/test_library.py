@@ -57,7 +57,7 @@ def train(objects: dict, steps: int) -> None:
         torch.randn(64, 4, generator=generator),
         torch.randn(64, 2, generator=generator),
     )
-    for _ in range(steps):
+    for _i in range(steps):
         index = torch.tensor(objects["data"].next_batch())
         loss = nn.functional.mse_loss(objects["model"](inputs[index]), targets[index])
         objects["optimizer"].zero_grad()
@@ -125,7 +125,7 @@ def test_damaged_newest_checkpoint_is_skipped_for_the_previous_one(
 
 
 def test_uncommitted_write_is_ignored_and_cleared(three_checkpoints: tuple[Path, dict]) -> None:
-    directory, _ = three_checkpoints
+    directory, _steps = three_checkpoints
     partial = directory / ".tmp-step-000040-123-1"
     shutil.copytree(directory / "step-000030", partial)
     os.truncate(partial / "state.pt", 10)
@@ -138,7 +138,7 @@ def test_uncommitted_write_is_ignored_and_cleared(three_checkpoints: tuple[Path,
 def test_no_valid_checkpoint_refuses_a_fresh_start_unless_allowed(
     three_checkpoints: tuple[Path, dict],
 ) -> None:
-    directory, _ = three_checkpoints
+    directory, _steps = three_checkpoints
     for name in ("step-000010", "step-000020", "step-000030"):
         _flip_bit(directory / name / "state.pt")
     with manager(directory, make_objects()) as ckpt, pytest.raises(NoValidCheckpointError) as err:
@@ -149,7 +149,7 @@ def test_no_valid_checkpoint_refuses_a_fresh_start_unless_allowed(
 
 
 def test_a_step_saved_again_replaces_its_corrupt_copy(three_checkpoints: tuple[Path, dict]) -> None:
-    directory, _ = three_checkpoints
+    directory, _steps = three_checkpoints
     _flip_bit(directory / "step-000030" / "state.pt")
     objects = make_objects()
     with manager(directory, objects) as ckpt:
@@ -317,7 +317,7 @@ def test_a_second_writer_is_refused(tmp_path: Path) -> None:
 def test_configuration_mismatch_is_refused_unless_allowed(
     three_checkpoints: tuple[Path, dict], caplog: pytest.LogCaptureFixture
 ) -> None:
-    directory, _ = three_checkpoints
+    directory, _steps = three_checkpoints
     other = {"model": "tiny", "width": 8, "world_size": 2}
     with manager(directory, make_objects(), config=other) as ckpt, pytest.raises(
         ConfigMismatchError
@@ -377,13 +377,13 @@ def test_every_rng_is_restored_through_a_weights_only_round_trip(tmp_path: Path)
 
 def test_sampler_resumes_with_the_same_next_batch() -> None:
     sampler = ResumableBatchSampler(40, 8, seed=5)
-    for _ in range(7):  # into the second epoch
+    for _i in range(7):  # into the second epoch
         sampler.next_batch()
     state = sampler.state_dict()
-    expected = [sampler.next_batch() for _ in range(5)]
+    expected = [sampler.next_batch() for _i in range(5)]
     resumed = ResumableBatchSampler(40, 8, seed=5)
     resumed.load_state_dict(state)
-    assert [resumed.next_batch() for _ in range(5)] == expected
+    assert [resumed.next_batch() for _i in range(5)] == expected
     assert state["epoch"] == 1
 
 

@@ -323,7 +323,7 @@ def rotation_victims(
 
 def rotate(directory: str, newest: int, keep: int, milestone_every: int) -> list[str]:
     """Delete checkpoints rotation no longer keeps; return their names."""
-    by_step = {step: name for step, name in fmt.list_checkpoints(directory)}
+    by_step = dict(fmt.list_checkpoints(directory))
     deleted = []
     for step in rotation_victims(by_step, newest, keep, milestone_every):
         name = by_step[step]
