@@ -13,7 +13,7 @@ venv="$cache/sanity-venv"
 reqdir_rel=lib/python3.11/site-packages/ansible_test/_data/requirements
 core=$(grep -E '^ansible-core==' "$root/requirements-dev.txt")
 
-stamp=$(printf '%s\n' "$core" "$(cat "$0")" | sha256sum | cut -c1-16)
+stamp=$(printf '%s\n' "$core" sanity-venv-1 | sha256sum | cut -c1-16)
 if [ ! -f "$venv/.stamp-$stamp" ]; then
   rm -rf "$venv"
   python3 -m venv "$venv"
@@ -32,8 +32,11 @@ pip_version=$(grep -oP "^\s*pip='\K[0-9.]+" "$venv/lib/python3.11/site-packages/
 mkdir -p "$HOME/.ansible/test/cache"
 cp "$root/tests/harness/get_pip_offline.py" "$HOME/.ansible/test/cache/get_pip_${pip_version//./_}.py"
 
-work="$cache/sanity/ansible_collections/unbroken/training"
-rm -rf "$cache/sanity"
+# A private copy per run, so parallel runs cannot pull the tree from under each other.
+mkdir -p "$cache"
+top=$(mktemp -d "$cache/sanity.XXXXXX")
+trap 'rm -rf "$top"' EXIT
+work="$top/ansible_collections/unbroken/training"
 mkdir -p "$work"
 # Exactly the files git would ship (tracked and not ignored).
 (cd "$root" && git ls-files -co --exclude-standard -z) \
@@ -41,4 +44,4 @@ mkdir -p "$work"
 cd "$work"
 # Git metadata lets ansible-test see which files belong to the collection.
 git init -q && git add -A >/dev/null && git -c user.name=ci -c user.email=ci@localhost commit -qm sanity
-exec "$venv/bin/ansible-test" sanity --local --python 3.11 --color no "$@"
+"$venv/bin/ansible-test" sanity --local --python 3.11 --color no "$@"
