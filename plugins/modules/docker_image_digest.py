@@ -213,7 +213,6 @@ import os
 import platform
 import re
 import shutil
-import ssl
 import tarfile
 import tempfile
 import time
@@ -223,6 +222,8 @@ import urllib.request
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.urls import ConnectionError as UrlConnectionError
+from ansible.module_utils.urls import open_url
 
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 # Docker's reference grammar, reduced to what a repository (no tag, no digest) may be.
@@ -347,15 +348,18 @@ class Registry:
         self.ref = ref
         self.credentials = credentials
         self.timeout = timeout
-        context = ssl.create_default_context()
-        if cafile:
-            context.load_verify_locations(cafile=cafile)
-        self._context = context
+        self._cafile = cafile
         self._open = opener or self._urlopen
         self._authorization: Optional[str] = None
 
     def _urlopen(self, request: urllib.request.Request) -> Any:
-        return urllib.request.urlopen(request, timeout=self.timeout, context=self._context)
+        return open_url(
+            request.full_url,
+            headers=dict(request.header_items()),
+            timeout=self.timeout,
+            validate_certs=True,
+            ca_path=self._cafile,
+        )
 
     def _get(self, url: str, accept: Optional[str]) -> Tuple[int, Dict[str, str], bytes]:
         request = urllib.request.Request(url)
@@ -448,7 +452,7 @@ def remote_manifest_size(
     for base in bases:
         try:
             status, _headers, body = registry.fetch(base, digest, MANIFEST_ACCEPT)
-        except (urllib.error.URLError, OSError, ValueError) as err:
+        except (urllib.error.URLError, UrlConnectionError, OSError, ValueError) as err:
             last_error = f"{base}: {err}"
             continue
         if status in (401, 403):
@@ -737,9 +741,10 @@ class ImageManager:
         return derived
 
     def registry_space(self, ref: Reference) -> Tuple[int, str]:
-        credentials = self.credentials or saved_credentials(
-            ref, os.environ.get("DOCKER_CONFIG") or os.path.expanduser("~/.docker")
+        docker_config = os.environ.get("DOCKER_CONFIG") or os.path.join(
+            os.environ.get("HOME", "/"), ".docker"
         )
+        credentials = self.credentials or saved_credentials(ref, docker_config)
         registry = Registry(ref, credentials, self.cafile(ref), self.params["timeout"], self.opener)
         bases = [f"https://{ref.api_host}"]
         if ref.is_docker_hub:
