@@ -349,10 +349,10 @@ class Registry:
         self.credentials = credentials
         self.timeout = timeout
         self._cafile = cafile
-        self._open = opener or self._urlopen
+        self._open = opener or self._open_url
         self._authorization: Optional[str] = None
 
-    def _urlopen(self, request: urllib.request.Request) -> Any:
+    def _open_url(self, request: urllib.request.Request) -> Any:
         return open_url(
             request.full_url,
             headers=dict(request.header_items()),
