@@ -1,0 +1,264 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+# Copyright (c) 2026 unbroken.training contributors
+"""Time site.yml on 1, 2 and 4 hosts: fresh converge, idempotent re-run, pipelining off.
+
+Each host is a local systemd container (``unbroken-test/debian12-systemd`` by default)
+reached with ``docker exec`` (community.docker.docker). The default profile puts every
+host in ``login_nodes``, so site.yml applies sshd_keepalive (server and client) and
+session_tools: real package installs (openssh-server, tmux, mosh, locales) from the
+Debian mirror the image is configured with. GPU-node instances (Docker-in-Docker plus a
+1.6 GB image load each) are too heavy for this 2-core benchmark; see benchmarks/README.md.
+
+Per host count N, on fresh containers:
+  1. fresh converge (pipelining on, forks = N),
+  2. idempotent re-run (pipelining on),
+  3. idempotent re-run with pipelining off.
+Task times come from Ansible's JSON callback (the same per-task start/end that
+ansible.posix.profile_tasks prints); each task counts with its slowest host, and is
+classed as "packages" (apt/package/dnf: index refreshes, downloads and installs), "facts"
+or "our tasks" (everything else the roles do).
+
+Usage: .venv/bin/python benchmarks/converge_bench.py [--hosts 1 2 4] [--json FILE]
+Needs root, the Docker engine and the local test images (tests/harness/build_images.sh).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+PREFIX = "ut-bench-converge"
+PACKAGE_ACTIONS = {
+    "apt",
+    "package",
+    "dnf",
+    "yum",
+    "ansible.builtin.apt",
+    "ansible.builtin.package",
+    "ansible.builtin.dnf",
+    "ansible.builtin.yum",
+}
+FACT_ACTIONS = {"gather_facts", "setup", "ansible.builtin.gather_facts", "ansible.builtin.setup"}
+
+
+@dataclass
+class Run:
+    hosts: int
+    kind: str
+    pipelining: bool
+    wall_s: float
+    ok: bool
+    changed: int
+    split_s: dict[str, float] = field(default_factory=dict)
+    slowest_tasks: list[tuple[str, float]] = field(default_factory=list)
+
+
+def sh(*argv: str, check: bool = True, timeout: float = 600) -> str:
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    if check and done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed: {done.stderr.strip()[-800:]}")
+    return done.stdout
+
+
+def names(count: int) -> list[str]:
+    return [f"{PREFIX}-{i}" for i in range(1, count + 1)]
+
+
+def remove_containers() -> None:
+    found = sh("docker", "ps", "-aq", "--filter", f"name=^{PREFIX}-", check=False).split()
+    if found:
+        sh("docker", "rm", "-f", *found, check=False)
+
+
+def start_containers(count: int, image: str) -> list[str]:
+    hosts = names(count)
+    for name in hosts:
+        sh(
+            "docker", "run", "-d", "--name", name, "--hostname", name,
+            "--cap-add", "SYS_ADMIN", "--tmpfs", "/run", "--tmpfs", "/run/lock",
+            "--tmpfs", "/tmp", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:ro",
+            image, "/lib/systemd/systemd",
+        )  # fmt: skip
+    for name in hosts:
+        for _attempt in range(60):
+            state = sh("docker", "exec", name, "systemctl", "is-system-running", check=False)
+            if state.strip() in ("running", "degraded"):
+                break
+            time.sleep(1)
+    return hosts
+
+
+def write_inventory(directory: Path, hosts: list[str]) -> Path:
+    inventory = {
+        "all": {
+            "children": {
+                "login_nodes": {
+                    "hosts": {
+                        name: {
+                            "ansible_connection": "community.docker.docker",
+                            "ansible_user": "root",
+                            "ansible_python_interpreter": "/usr/bin/python3",
+                        }
+                        for name in hosts
+                    }
+                }
+            }
+        }
+    }
+    path = directory / "inventory.json"
+    path.write_text(json.dumps(inventory))
+    return path
+
+
+def playbook(inventory: Path, forks: int, pipelining: bool) -> tuple[float, dict[str, Any]]:
+    env = dict(os.environ)
+    env.pop("ANSIBLE_CALLBACKS_ENABLED", None)  # nothing else may print to stdout
+    env.update(
+        ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".cache" / "collections"),
+        ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
+        ANSIBLE_PIPELINING="True" if pipelining else "False",
+        ANSIBLE_FORKS=str(forks),
+        ANSIBLE_RETRY_FILES_ENABLED="False",
+        ANSIBLE_PYTHON_INTERPRETER="/usr/bin/python3",
+    )
+    start = time.monotonic()
+    done = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "ansible-playbook"), "-i", str(inventory), "site.yml"],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=3600, check=False,
+    )  # fmt: skip
+    wall = time.monotonic() - start
+    try:
+        report = json.loads(done.stdout[done.stdout.index("{") :])
+    except ValueError:
+        report = {"stats": {}, "plays": [], "error": done.stdout[-2000:] + done.stderr[-2000:]}
+    return wall, report
+
+
+def _seconds(duration: dict[str, str]) -> float:
+    start = datetime.fromisoformat(duration["start"].replace("Z", "+00:00"))
+    end = datetime.fromisoformat(duration["end"].replace("Z", "+00:00"))
+    return (end - start).total_seconds()
+
+
+def classify(report: dict[str, Any]) -> tuple[dict[str, float], list[tuple[str, float]]]:
+    split = {"packages": 0.0, "facts": 0.0, "our tasks": 0.0}
+    tasks: list[tuple[str, float]] = []
+    for play in report.get("plays", []):
+        for task in play.get("tasks", []):
+            duration = task.get("task", {}).get("duration")
+            if not duration or "end" not in duration:
+                continue
+            seconds = _seconds(duration)
+            actions = {r.get("action", "") for r in task.get("hosts", {}).values()}
+            if actions & PACKAGE_ACTIONS:
+                split["packages"] += seconds
+            elif actions & FACT_ACTIONS:
+                split["facts"] += seconds
+            else:
+                split["our tasks"] += seconds
+            tasks.append((task["task"].get("name", "?"), round(seconds, 2)))
+    tasks.sort(key=lambda item: -item[1])
+    return {k: round(v, 2) for k, v in split.items()}, tasks[:5]
+
+
+def measure(count: int, image: str, workdir: Path) -> list[Run]:
+    remove_containers()
+    hosts = start_containers(count, image)
+    inventory = write_inventory(workdir, hosts)
+    runs = []
+    try:
+        for kind, pipelining in (("fresh", True), ("idempotent", True), ("idempotent", False)):
+            wall, report = playbook(inventory, max(count, 1), pipelining)
+            stats = report.get("stats", {})
+            ok = bool(stats) and all(
+                s.get("failures", 0) == 0 and s.get("unreachable", 0) == 0 for s in stats.values()
+            )
+            split, slowest = classify(report)
+            runs.append(
+                Run(
+                    hosts=count,
+                    kind=kind,
+                    pipelining=pipelining,
+                    wall_s=round(wall, 2),
+                    ok=ok,
+                    changed=sum(s.get("changed", 0) for s in stats.values()),
+                    split_s=split,
+                    slowest_tasks=slowest,
+                )
+            )
+            print(f"  {count} host(s) {kind:<10} pipelining={'on ' if pipelining else 'off'} "
+                  f"{wall:7.1f} s  ok={ok} changed={runs[-1].changed}", flush=True)  # fmt: skip
+            if not ok:
+                print(report.get("error", "")[-3000:], file=sys.stderr)
+                break
+    finally:
+        remove_containers()
+    return runs
+
+
+def table(runs: list[Run]) -> str:
+    one = {(r.kind, r.pipelining): r.wall_s for r in runs if r.hosts == 1}
+    lines = [
+        f"{'hosts':>5}  {'run':<10}  {'pipelining':<10}  {'wall s':>7}  {'per host s':>10}  "
+        f"{'x 1-host':>8}  {'packages s':>10}  {'facts s':>7}  {'our tasks s':>11}  "
+        f"{'changed':>7}  ok"
+    ]
+    for r in runs:
+        ratio = r.wall_s / one[(r.kind, r.pipelining)] if one.get((r.kind, r.pipelining)) else 0
+        lines.append(
+            f"{r.hosts:>5}  {r.kind:<10}  {'on' if r.pipelining else 'off':<10}  "
+            f"{r.wall_s:>7.1f}  {r.wall_s / r.hosts:>10.1f}  {ratio:>8.2f}  "
+            f"{r.split_s.get('packages', 0):>10.1f}  {r.split_s.get('facts', 0):>7.1f}  "
+            f"{r.split_s.get('our tasks', 0):>11.1f}  {r.changed:>7}  {'yes' if r.ok else 'NO'}"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
+    parser.add_argument("--hosts", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--image", default="unbroken-test/debian12-systemd:latest")
+    parser.add_argument(
+        "--json", default=str(ROOT / "tests" / "output" / "benchmarks" / "converge_bench.json")
+    )
+    args = parser.parse_args()
+    load = os.getloadavg()
+    print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
+          f"cpus: {os.cpu_count()}", flush=True)  # fmt: skip
+    runs: list[Run] = []
+    with tempfile.TemporaryDirectory(prefix="converge-bench-") as tmp:
+        for count in args.hosts:
+            runs.extend(measure(count, args.image, Path(tmp)))
+    print()
+    print(table(runs))
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        json.dumps(
+            {
+                "profile": "login_nodes (sshd_keepalive + session_tools)",
+                "image": args.image,
+                "connection": "community.docker.docker",
+                "load_average_before": load,
+                "cpus": os.cpu_count(),
+                "runs": [asdict(r) for r in runs],
+            },
+            indent=2,
+        )
+    )
+    print(f"\nJSON: {out}")
+    return 0 if all(r.ok for r in runs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
