@@ -137,7 +137,7 @@ def _format_table(rows: List[List[str]]) -> str:
 
 
 def _epoch(stamp: str) -> float:
-    whole, _, fraction = stamp.partition(".")
+    whole, _dot, fraction = stamp.partition(".")
     seconds = calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S"))
     return seconds + (float("0." + fraction) if fraction else 0.0)
 
