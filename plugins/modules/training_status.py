@@ -1,6 +1,7 @@
 #!/usr/bin/python
 # SPDX-License-Identifier: GPL-3.0-or-later
 # Copyright (c) 2026 unbroken.training contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Ansible module: report the state of the trainer role's training jobs."""
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ description:
     the hang watchdog did, and why the unit failed when it did.
   - Only reads; never changes anything, so it is safe in check mode.
 author:
-  - unbroken.training contributors
+  - unbroken.training contributors (@unbroken-training)
 options:
   name:
     description:
@@ -36,8 +37,10 @@ options:
     default: /etc/unbroken/trainer
 attributes:
   check_mode:
+    description: Reads only, so check mode returns the same result.
     support: full
   diff_mode:
+    description: Nothing changes, so there is nothing to diff.
     support: none
 notes:
   - Needs C(systemctl) on the host; standard library only.
@@ -146,8 +149,14 @@ jobs:
       description: Heartbeat age after which the watchdog restarts the job (0 off).
       type: int
       returned: always
+    startup_timeout:
+      description: Limit on the heartbeat age before this run's first status write.
+      type: int
+      returned: always
     hung:
-      description: Running with a heartbeat older than hang_timeout.
+      description: >-
+        Running with a heartbeat older than hang_timeout, or, before this run's first
+        status write, running longer than startup_timeout.
       type: bool
       returned: always
     resumed_from:
@@ -301,6 +310,8 @@ def job_report(
     status = read_status(job["status_file"])
     age, fresh = heartbeat(status, started_wall if running else None, now_wall)
     hang_timeout = int(job.get("hang_timeout") or 0)
+    startup_timeout = int(job.get("startup_timeout") or 0) or hang_timeout
+    limit = hang_timeout if fresh else startup_timeout
     status_state = status.get("state") if status else None
     failure = read_json(os.path.join(job["state_dir"], "failure.json"))
     return {
@@ -324,11 +335,12 @@ def job_report(
         "status_updated_at": status.get("updated_at") if status else None,
         "heartbeat_age": None if age is None else round(age, 1),
         "hang_timeout": hang_timeout,
+        "startup_timeout": startup_timeout,
         "hung": bool(
             running
             and hang_timeout > 0
             and age is not None
-            and age > hang_timeout
+            and age > limit
             and not (fresh and status_state == "finished")
         ),
         "resumed_from": status.get("resumed_from") if status else None,

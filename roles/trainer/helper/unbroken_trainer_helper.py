@@ -1,10 +1,10 @@
-#!/usr/bin/python3
 # SPDX-License-Identifier: GPL-3.0-or-later
 # Copyright (c) 2026 unbroken.training contributors
 """Host-side helper of the unbroken.training trainer role (standard library only).
 
-Deployed as /opt/unbroken/bin/unbroken-trainer-helper and called by the systemd units
-the role writes; every sub-command reads the job's JSON definition written by the role
+Deployed as /opt/unbroken/bin/unbroken-trainer-helper and run by the systemd units the
+role writes, as ``<trainer_python> unbroken-trainer-helper <action> [job]``.  Every
+sub-command reads the job's JSON definition written by the role
 (``<config_dir>/jobs/<job>.json``), so the unit files stay short and free of quoting:
 
 ``run JOB``            exec ``docker run`` (no wrapper left behind: docker's client is the
@@ -32,7 +32,7 @@ import shutil
 import subprocess
 import sys
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 DEFAULT_CONFIG_DIR = "/etc/unbroken/trainer"
 STATUS_SCHEMA = "unbroken.training/status"
@@ -243,29 +243,32 @@ def heartbeat_verdict(
     started_wall: float,
     hang_timeout: float,
     now_wall: float,
+    startup_timeout: Optional[float] = None,
 ) -> Dict[str, Any]:
     """Decide whether a running job is hung.
 
-    The heartbeat is the status file's ``updated_at``; a file older than the current
-    run (left by the previous one) counts from the run's start, which gives the new
-    process ``hang_timeout`` seconds to load and restore before its first write.
+    The heartbeat is the status file's ``updated_at``.  Until the current run has written
+    one (a file left by the previous run does not count), the age counts from the run's
+    start and the limit is ``startup_timeout`` (loading, restoring), then ``hang_timeout``.
     """
     updated = status.get("updated_at") if status else None
-    beat = started_wall
-    if isinstance(updated, (int, float)) and updated > started_wall:
-        beat = float(updated)
+    fresh = isinstance(updated, (int, float)) and updated > started_wall
+    beat = float(updated) if fresh else started_wall  # type: ignore[arg-type]
+    limit = hang_timeout if fresh or not startup_timeout else startup_timeout
     age = max(0.0, now_wall - beat)
-    finished = bool(status) and status.get("state") == "finished" and beat != started_wall
+    finished = fresh and bool(status) and status.get("state") == "finished"  # type: ignore[union-attr]
     return {
         "heartbeat_age": round(age, 1),
         "hang_timeout": hang_timeout,
-        "hung": age > hang_timeout and not finished,
+        "limit": limit,
+        "started": fresh,
+        "hung": age > limit and not finished,
         "step": status.get("step") if status else None,
     }
 
 
-def unit_running(unit: str) -> Optional[float]:
-    """Wall-clock start of the unit's main process when it is running, else None."""
+def unit_running(unit: str) -> Optional[Tuple[float, int]]:
+    """(wall-clock start, monotonic start in µs) of the running main process, else None."""
     props = systemctl_show(unit, ["ActiveState", "SubState", "ExecMainStartTimestampMonotonic"])
     if props.get("ActiveState") != "active" or props.get("SubState") != "running":
         return None
@@ -275,29 +278,39 @@ def unit_running(unit: str) -> Optional[float]:
         return None
     if started <= 0:
         return None
-    return monotonic_to_wall(started, time.time(), time.monotonic())
+    return monotonic_to_wall(started, time.time(), time.monotonic()), started
 
 
 def watchdog(config_dir: str) -> int:
     hung_jobs = 0
     for job in list_jobs(config_dir):
-        started = unit_running(job["unit"])
-        if started is None:
+        if not job.get("hang_timeout"):
+            continue  # 0: this job's watchdog is off
+        running = unit_running(job["unit"])
+        if running is None:
             continue
+        started, run_id = running
         verdict = heartbeat_verdict(
-            read_status(job["status_file"]), started, float(job["hang_timeout"]), time.time()
+            read_status(job["status_file"]),
+            started,
+            float(job["hang_timeout"]),
+            time.time(),
+            float(job.get("startup_timeout") or 0),
         )
         record_path = os.path.join(job["state_dir"], WATCHDOG_FILE)
         record = read_json(record_path) or {"kills": 0}
         record.update(verdict, checked_at=time.time(), job=job["name"])
-        if verdict["hung"]:
+        if verdict["hung"] and record.get("last_kill_run") == run_id:
+            print("job {}: killed container not gone yet".format(job["name"]), flush=True)
+        elif verdict["hung"]:
             hung_jobs += 1
             print(
-                "job {}: no heartbeat for {:.0f}s (hang_timeout {:.0f}s, last step {}); killing "
+                "job {}: no heartbeat for {:.0f}s ({} {:.0f}s, last step {}); killing "
                 "container {} so systemd restarts it from the newest checkpoint".format(
                     job["name"],
                     verdict["heartbeat_age"],
-                    verdict["hang_timeout"],
+                    "hang_timeout" if verdict["started"] else "startup_timeout",
+                    verdict["limit"],
                     verdict["step"],
                     job["container"],
                 ),
@@ -311,6 +324,7 @@ def watchdog(config_dir: str) -> int:
             record["kills"] = int(record.get("kills", 0)) + 1
             record["last_kill_at"] = time.time()
             record["last_kill_step"] = verdict["step"]
+            record["last_kill_run"] = run_id
         write_json(record_path, record)
     return 0
 
@@ -318,22 +332,46 @@ def watchdog(config_dir: str) -> int:
 # -- failure reasons ---------------------------------------------------------------
 
 
-def journal_tail(unit: str, lines: int) -> List[str]:
+def journal_entries(unit: str, count: int) -> List[Dict[str, Any]]:
     result = subprocess.run(
-        ["journalctl", "--unit", unit, "--lines", str(lines), "--output", "cat", "--no-pager"],
+        ["journalctl", "--unit", unit, "--lines", str(count), "--output", "json", "--no-pager"],
         capture_output=True,
         text=True,
         check=False,
     )
-    return result.stdout.splitlines()[-lines:]
+    entries = []
+    for raw in result.stdout.splitlines():
+        try:
+            entries.append(json.loads(raw))
+        except ValueError:
+            continue
+    return entries
 
 
-def failure_reason(job: Dict[str, Any], props: Dict[str, str], lines: List[str]) -> Dict[str, Any]:
+def message_of(entry: Dict[str, Any]) -> str:
+    message = entry.get("MESSAGE", "")
+    if isinstance(message, list):  # journald gives non-UTF-8 messages as byte arrays
+        message = bytes(message).decode("utf-8", "replace")
+    return str(message)
+
+
+def failure_reason(
+    job: Dict[str, Any], props: Dict[str, str], entries: List[Dict[str, Any]]
+) -> Dict[str, Any]:
+    """Why the unit failed, from ``systemctl show`` and its recent journal entries.
+
+    systemd (252 at least) reports a crash loop of automatic restarts with the result of the
+    last run (e.g. exit-code), not start-limit-hit; its "Start request repeated too quickly"
+    message among the unit's last manager messages says the limit was reached.
+    """
     result = props.get("Result", "unknown")
     code = props.get("ExecMainStatus", "")
     exit_code = int(code) if code.isdigit() else None
     restarts = int(props["NRestarts"]) if props.get("NRestarts", "").isdigit() else None
-    if result == "start-limit-hit":
+    manager = [message_of(e) for e in entries if e.get("SYSLOG_IDENTIFIER") == "systemd"][-5:]
+    crash_loop = result == "start-limit-hit" or any("repeated too quickly" in m for m in manager)
+    own = [message_of(e) for e in entries if e.get("SYSLOG_IDENTIFIER") != "systemd"]
+    if crash_loop:
         why = "crash-loop limit reached ({} starts within {}s)".format(
             job.get("restart_limit_burst"), job.get("restart_limit_interval")
         )
@@ -347,17 +385,18 @@ def failure_reason(job: Dict[str, Any], props: Dict[str, str], lines: List[str])
         "unit": job["unit"],
         "failed_at": time.time(),
         "result": result,
+        "crash_loop": crash_loop,
         "exit_code": exit_code,
         "exit_code_kind": props.get("ExecMainCode"),
         "restarts": restarts,
         "message": message,
-        "last_log_lines": lines,
+        "last_log_lines": own[-LOG_LINES_IN_REASON:],
     }
 
 
 def record_failure(job: Dict[str, Any]) -> None:
     props = systemctl_show(job["unit"], ["Result", "ExecMainStatus", "ExecMainCode", "NRestarts"])
-    reason = failure_reason(job, props, journal_tail(job["unit"], LOG_LINES_IN_REASON))
+    reason = failure_reason(job, props, journal_entries(job["unit"], 4 * LOG_LINES_IN_REASON))
     write_json(os.path.join(job["state_dir"], FAILURE_FILE), reason)
     print(reason["message"], flush=True)
     for line in reason["last_log_lines"]:
@@ -395,9 +434,7 @@ class RotatingLog:
 
 
 def journal_line(entry: Dict[str, Any]) -> str:
-    message = entry.get("MESSAGE", "")
-    if isinstance(message, list):  # journald gives non-UTF-8 messages as byte arrays
-        message = bytes(message).decode("utf-8", "replace")
+    message = message_of(entry)
     usec = int(entry.get("__REALTIME_TIMESTAMP", "0"))
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(usec / 1e6))
     return f"{stamp}.{usec % 1000000:06d}Z {message}"
@@ -436,7 +473,7 @@ def write_text(path: str, text: str) -> None:
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--config-dir", default=DEFAULT_CONFIG_DIR)
     parser.add_argument(
         "action",

@@ -188,10 +188,13 @@ def test_module_and_watchdog_agree_on_hangs() -> None:
         (None, 990.0, 30, 1000.0),
     ]
     for status, started, timeout, now in cases:
-        age, _fresh = training_status.heartbeat(status, started, now)
-        verdict = helper.heartbeat_verdict(status, started, timeout, now)
-        assert verdict["heartbeat_age"] == round(age, 1)
-        assert verdict["hung"] == (age > timeout), (status, started)
+        for startup in (0, 60):
+            age, fresh = training_status.heartbeat(status, started, now)
+            verdict = helper.heartbeat_verdict(status, started, timeout, now, startup)
+            assert verdict["heartbeat_age"] == round(age, 1)
+            assert verdict["started"] == fresh
+            limit = timeout if fresh or not startup else startup
+            assert verdict["hung"] == (age > limit), (status, started, startup)
 
 
 # -- per-job reports ---------------------------------------------------------------------
@@ -231,6 +234,15 @@ def test_freshly_restarted_job_is_not_hung_before_its_timeout(job: dict[str, Any
     report = training_status.job_report(job, _show(started_mono=NOW_MONO - 5), NOW_WALL, NOW_MONO)
     assert not report["hung"] and not report["training"]
     assert report["heartbeat_age"] == 5.0
+
+
+def test_slow_start_is_judged_by_the_startup_timeout(job: dict[str, Any]) -> None:
+    job["startup_timeout"] = 120
+    _write_status(job["status_file"], NOW_WALL - 500)  # written by the previous run
+    loading = training_status.job_report(job, _show(started_mono=NOW_MONO - 90), NOW_WALL, NOW_MONO)
+    assert not loading["hung"] and loading["heartbeat_age"] == 90.0
+    stuck = training_status.job_report(job, _show(started_mono=NOW_MONO - 130), NOW_WALL, NOW_MONO)
+    assert stuck["hung"]
 
 
 def test_hang_timeout_zero_turns_hang_detection_off(job: dict[str, Any]) -> None:
