@@ -185,6 +185,10 @@ def training_curves(
         match = _STEP_LINE.match(line)
         if not match:
             continue
+        if previous is not None and int(match.group("step")) <= previous["step"]:
+            # A resume without its start line (log rotated or cut): the step went back.
+            run += 1
+            previous = None
         point = _step_point(match, run, previous, batch_size)
         if point is None:
             continue
@@ -194,7 +198,7 @@ def training_curves(
         previous = point
     return {
         "points": _thin(points, max_points),
-        "runs": max(1, run) if points else 0,
+        "runs": len({point["run"] for point in points}),
         "restarts": starts,
         "batch_size": batch_size,
     }

@@ -182,6 +182,15 @@ def test_curves_accept_lines_and_thin_long_logs_keeping_the_last_point() -> None
         report.training_curves(42)
 
 
+def test_curves_start_a_new_run_when_the_step_goes_back_without_a_start_line() -> None:
+    lines = [line for line in LOG.splitlines() if "training on" not in line]
+    curves = report.training_curves(lines)
+    assert [p["run"] for p in curves["points"]] == [0, 0, 1, 1, 1]
+    assert curves["points"][2]["samples_per_second"] is None
+    assert [r["step"] for r in curves["restarts"]] == [100]
+    assert curves["runs"] == 2
+
+
 @pytest.mark.parametrize(
     ("command", "size"),
     [
