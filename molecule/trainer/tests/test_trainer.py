@@ -212,7 +212,7 @@ def test_04_invalid_definitions_are_refused_before_anything_changes():
     assert "ACCEPTED" not in run.stdout
     refusals = {}
     for chunk in run.stdout.split("REFUSED ")[1:]:
-        case, _, rest = chunk.partition(":")
+        case, _sep, rest = chunk.partition(":")
         refusals[case] = rest.split("\n", 1)[0]
     assert sorted(refusals) == sorted(INVALID)
     for case, message in INVALID.items():
@@ -335,7 +335,7 @@ def test_09_killing_the_ssh_session_that_started_the_job_does_not_stop_it():
         lambda: "started" in sh("cat /tmp/ssh-session.out").stdout,
         timeout=60,
     )
-    doc, _ = wait_resumed(t_start)
+    doc, _resumed_at = wait_resumed(t_start)
     session = sh("pgrep -f '^sshd: root'").stdout.split()
     assert session, "no sshd session process found"
     before = unit("ExecMainPID", "NRestarts")
