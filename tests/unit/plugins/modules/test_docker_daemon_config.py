@@ -7,40 +7,17 @@ from __future__ import annotations
 import json
 import os
 import stat
-import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 from unittest import mock
 
 import pytest
-
-REPO_ROOT = Path(__file__).resolve().parents[4]
-
-
-def _make_collection_importable() -> None:
-    try:
-        import ansible_collections.unbroken.training  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        return
-    linked = REPO_ROOT / ".cache" / "collections"
-    if not (linked / "ansible_collections" / "unbroken" / "training").exists():
-        linked = Path(tempfile.mkdtemp(prefix="ut-collections-"))
-        (linked / "ansible_collections" / "unbroken").mkdir(parents=True)
-        (linked / "ansible_collections" / "unbroken" / "training").symlink_to(REPO_ROOT)
-    sys.path.insert(0, str(linked))
-
-
-_make_collection_importable()
-
-from ansible.module_utils import basic  # noqa: E402
-from ansible.module_utils.testing import patch_module_args  # noqa: E402
-from ansible_collections.unbroken.training.plugins.module_utils import (  # noqa: E402
+from ansible.module_utils import basic
+from ansible.module_utils.testing import patch_module_args
+from ansible_collections.unbroken.training.plugins.module_utils import (
     docker_daemon as dd,
 )
-from ansible_collections.unbroken.training.plugins.modules import (  # noqa: E402
+from ansible_collections.unbroken.training.plugins.modules import (
     docker_daemon_config,
 )
 

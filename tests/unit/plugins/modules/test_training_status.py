@@ -7,8 +7,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -17,19 +15,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[4]
 
-
-def _collection_root() -> Path:
-    """A directory on which ``ansible_collections.unbroken.training`` is the repository."""
-    linked = REPO / ".cache" / "collections"
-    if (linked / "ansible_collections" / "unbroken" / "training").exists():
-        return linked
-    root = Path(tempfile.mkdtemp(prefix="unbroken-collections-"))
-    (root / "ansible_collections" / "unbroken").mkdir(parents=True)
-    (root / "ansible_collections" / "unbroken" / "training").symlink_to(REPO)
-    return root
-
-
-sys.path.insert(0, str(_collection_root()))
 
 from ansible.module_utils.testing import patch_module_args  # noqa: E402
 from ansible_collections.unbroken.training.plugins.module_utils import (  # noqa: E402

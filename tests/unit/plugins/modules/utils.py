@@ -2,39 +2,18 @@
 # Copyright (c) 2026 unbroken.training contributors
 """Shared helpers for module unit tests: module args, and exit/fail captured as exceptions.
 
-Importing this module also makes ``ansible_collections.unbroken.training`` importable when
-pytest runs from a plain checkout (not only from an ``ansible_collections/unbroken/training``
-path), so tests import modules by their real FQCN.
+``tests/unit/conftest.py`` makes ``ansible_collections.unbroken.training`` importable.
 """
 
 from __future__ import annotations
 
 import json
-import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from ansible.module_utils import basic
 
 REPO_ROOT = Path(__file__).resolve().parents[4]
-
-
-def _collections_root() -> Path:
-    """A directory holding ansible_collections/unbroken/training -> this checkout."""
-    if REPO_ROOT.parent.name == "unbroken" and REPO_ROOT.parents[1].name == "ansible_collections":
-        return REPO_ROOT.parents[2]
-    cached = REPO_ROOT / ".cache" / "collections"
-    if (cached / "ansible_collections" / "unbroken" / "training").exists():
-        return cached
-    root = Path(tempfile.mkdtemp(prefix="unbroken-collections-"))
-    (root / "ansible_collections" / "unbroken").mkdir(parents=True)
-    (root / "ansible_collections" / "unbroken" / "training").symlink_to(REPO_ROOT)
-    return root
-
-
-if not any((Path(p) / "ansible_collections" / "unbroken").exists() for p in sys.path if p):
-    sys.path.insert(0, str(_collections_root()))
 
 
 class AnsibleExitJson(Exception):
