@@ -27,6 +27,13 @@ CONNECTION_KEYS = ("user", "host", "addr", "laddr", "lport", "rdomain")
 _LINE_RE = re.compile(r"^\s*([A-Za-z][A-Za-z0-9]*)(?:\s*=\s*|\s+)(.*?)\s*$")
 _SPEC_VALUE_RE = re.compile(r"^[^\s,=\x00-\x1f\x7f]+$")
 _MAX_INCLUDE_DEPTH = 16
+_VERSION_RE = re.compile(r"\bOpenSSH_(\d+)\.(\d+)")
+
+# OpenSSH 9.2 to 9.4 probe a silent client only every second ClientAliveInterval: after
+# ppoll() times out, the whole-second clock reads exactly "last + interval" and the check
+# wants it strictly greater. Fixed in 9.5 by upstream commit 9d7193a8 ("correct math for
+# ClientAliveInterval that caused the probes to be sent less frequently than configured").
+_SLOW_PROBE_VERSIONS = ((9, 2), (9, 4))
 
 
 class ConfigError(Exception):
@@ -67,6 +74,21 @@ def parse_effective(text: str) -> Dict[str, EffectiveValue]:
         else:
             result[key] = [previous, value]
     return result
+
+
+def parse_version(text: str) -> Optional[str]:
+    """Return ``major.minor`` from ``sshd -V`` / ``ssh -V`` output, or None."""
+    match = _VERSION_RE.search(text)
+    return f"{match.group(1)}.{match.group(2)}" if match else None
+
+
+def client_alive_probe_factor(version: Optional[str]) -> int:
+    """How many ClientAliveIntervals this sshd version waits between probes (1 or 2)."""
+    if not version:
+        return 1
+    major, minor = (int(part) for part in version.split(".", 1))
+    first, last = _SLOW_PROBE_VERSIONS
+    return 2 if first <= (major, minor) <= last else 1
 
 
 def build_connection_spec(connection: Optional[Dict[str, object]]) -> Optional[str]:

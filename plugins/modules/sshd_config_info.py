@@ -192,6 +192,21 @@ included:
   returned: success
   type: bool
   sample: true
+version:
+  description:
+    - The OpenSSH version (C(major.minor)) that C(sshd -V) or C(ssh -V) reports, or null when
+      it could not be read.
+  returned: success
+  type: str
+  sample: "9.2"
+client_alive_probe_factor:
+  description:
+    - For O(target=sshd), how many C(ClientAliveInterval)s this sshd waits between two probes
+      of a silent client. 2 on OpenSSH 9.2 to 9.4, which probe only every second interval
+      (fixed in 9.5); 1 otherwise. Null for O(target=ssh).
+  returned: success
+  type: int
+  sample: 2
 listen:
   description:
     - For O(target=sshd), the listen addresses with C(address), C(port) and a
@@ -209,11 +224,13 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.unbroken.training.plugins.module_utils.sshd_config import (
     ConfigError,
     build_connection_spec,
+    client_alive_probe_factor,
     compare,
     is_included,
     listen_endpoints,
     origin_of,
     parse_effective,
+    parse_version,
     sources_for,
     walk_config,
 )
@@ -296,6 +313,9 @@ def run_module(module: AnsibleModule) -> Dict[str, Any]:
             command=command,
         )
     effective = parse_effective(out)
+    # Old sshd has no -V but prints the version with its usage: the exit status is no use.
+    version_run = module.run_command([binary, "-V"], environ_update={"LC_ALL": "C"})
+    version = parse_version(f"{version_run[1]}\n{version_run[2]}")
 
     client_host = params["host"] if target == "ssh" else None
     directives, files = walk_config(config_file, params["base_dir"], client_host)
@@ -316,6 +336,10 @@ def run_module(module: AnsibleModule) -> Dict[str, Any]:
         "origins": {key: origin_of(found) for key, found in sources.items()},
         "mismatches": compare(effective, params["expect"], sources),
         "included": included,
+        "version": version,
+        "client_alive_probe_factor": client_alive_probe_factor(version)
+        if target == "sshd"
+        else None,
         "listen": listen_endpoints(effective) if target == "sshd" else [],
     }
 

@@ -291,10 +291,14 @@ class FakeRun:
     def __init__(self, rc: int = 0, out: str = SSHD_T_OUTPUT, err: str = "") -> None:
         self.rc, self.out, self.err = rc, out, err
         self.commands: list = []
+        # What Debian 12's sshd -V prints (on stderr, exit status 0).
+        self.version_output = (0, "", "OpenSSH_9.2, OpenSSL 3.0.19 27 Jan 2026\n")
 
     def record(self, args: list, **kwargs: object) -> tuple:
         self.commands.append(list(args))
         assert kwargs.get("environ_update") == {"LC_ALL": "C"}
+        if args[1:] == ["-V"]:
+            return self.version_output
         return self.rc, self.out, self.err
 
 
@@ -340,13 +344,44 @@ def test_module_returns_effective_config_and_origins(etc: Path, fake_sshd: FakeR
         }
     )
     assert result["changed"] is False
-    assert fake_sshd.commands == [["/usr/sbin/sshd", "-T", "-f", str(etc / "sshd_config")]]
+    assert fake_sshd.commands == [
+        ["/usr/sbin/sshd", "-T", "-f", str(etc / "sshd_config")],
+        ["/usr/sbin/sshd", "-V"],
+    ]
+    assert result["version"] == "9.2"
+    assert result["client_alive_probe_factor"] == 2
     assert result["config"]["clientalivecountmax"] == "3"
     assert result["origins"]["clientaliveinterval"]["file"].endswith("50-cloud-init.conf")
     assert result["origins"]["usepam"] is None
     assert [m["keyword"] for m in result["mismatches"]] == ["ClientAliveInterval"]
     assert result["included"] is True
     assert result["listen"][0]["connect_address"] == "127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    ("version_output", "version", "factor"),
+    [
+        ((0, "", "OpenSSH_9.2, OpenSSL 3.0.19 27 Jan 2026\n"), "9.2", 2),
+        ((0, "", "OpenSSH_9.4p1 Ubuntu-1, OpenSSL 3.0.10\n"), "9.4", 2),
+        ((0, "", "OpenSSH_9.5p1, OpenSSL 3.1.4\n"), "9.5", 1),
+        ((0, "", "OpenSSH_10.0p2 Debian-7, OpenSSL 3.5.1\n"), "10.0", 1),
+        ((0, "", "OpenSSH_9.1p1, OpenSSL 3.0.7\n"), "9.1", 1),
+        # OpenSSH 8.x sshd has no -V: it prints the version above its usage, exit status 1.
+        (
+            (1, "", "unknown option -- V\nOpenSSH_8.7p1, OpenSSL 3.0.7\nusage: sshd [-46D]\n"),
+            "8.7",
+            1,
+        ),
+        ((1, "", "sshd: unknown option\n"), None, 1),
+    ],
+)
+def test_module_reports_version_and_probe_factor(
+    etc: Path, fake_sshd: FakeRun, version_output: tuple, version: object, factor: int
+) -> None:
+    fake_sshd.version_output = version_output
+    result = run_module({"config_file": str(etc / "sshd_config")})
+    assert result["version"] == version
+    assert result["client_alive_probe_factor"] == factor
 
 
 def test_module_passes_connection_spec(etc: Path, fake_sshd: FakeRun) -> None:
@@ -426,7 +461,11 @@ def test_module_client_target_runs_ssh_g(tmp_path: Path, fake_sshd: FakeRun) -> 
             "expect": {"ServerAliveInterval": 60},
         }
     )
-    assert fake_sshd.commands == [["/usr/sbin/ssh", "-G", "-F", str(main), "--", "gpu01"]]
+    assert fake_sshd.commands == [
+        ["/usr/sbin/ssh", "-G", "-F", str(main), "--", "gpu01"],
+        ["/usr/sbin/ssh", "-V"],
+    ]
+    assert result["client_alive_probe_factor"] is None
     assert result["listen"] == []
     assert "line 2" in result["mismatches"][0]["message"]
 
