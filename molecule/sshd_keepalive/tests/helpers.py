@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,24 @@ LOGIN = (
     "ssh -i /root/.ssh/ut_login_key -o BatchMode=yes -o StrictHostKeyChecking=no"
     " -o UserKnownHostsFile=/dev/null -o ConnectTimeout=10 root@127.0.0.1 echo login-ok"
 )
+
+
+# OpenSSH versions whose sshd sends a ClientAlive probe only every second interval (the
+# whole-second check after ppoll() wants now > last + interval; fixed in 9.5, upstream commit
+# 9d7193a8). On them the role writes half the requested interval.
+SLOW_PROBE_VERSIONS = ("9.2", "9.3", "9.4")
+
+
+def openssh_version(host) -> str:
+    out = host.run("sshd -V")
+    return re.search(r"OpenSSH_(\d+\.\d+)", out.stdout + out.stderr).group(1)
+
+
+def written_interval(host, requested: int = 60) -> str:
+    """The ClientAliveInterval the role must write for ``requested`` on this host's sshd."""
+    if openssh_version(host) in SLOW_PROBE_VERSIONS:
+        return str(max(1, requested // 2))
+    return str(requested)
 
 
 def effective(host, command: str) -> dict:
@@ -63,7 +82,7 @@ def playbook(*args: str, name: str = "converge.yml") -> subprocess.CompletedProc
     return result
 
 
-def assert_still_serving(host, interval: str = "60") -> None:
+def assert_still_serving(host) -> None:
     """sshd answers a fresh key login and its files still give our previous value."""
     assert host.check_output(LOGIN) == "login-ok"
-    assert effective(host, "sshd -T")["clientaliveinterval"] == interval
+    assert effective(host, "sshd -T")["clientaliveinterval"] == written_interval(host, 60)

@@ -17,11 +17,14 @@ from helpers import (
     DROPIN,
     LOGIN,
     PRIMARY,
+    SLOW_PROBE_VERSIONS,
     assert_still_serving,
     effective,
+    openssh_version,
     playbook,
     reloads,
     snapshot,
+    written_interval,
 )
 
 # Run once, not per platform: these tests drive whole playbooks themselves.
@@ -64,8 +67,8 @@ def test_check_diff_shows_the_change_and_changes_nothing(host) -> None:
     before, reloaded = snapshot(host), reloads(host)
     result = playbook("--check", "--diff", "-e", "sshd_keepalive_client_alive_interval=45")
     assert result.returncode == 0, result.stdout[-3000:]
-    assert "-ClientAliveInterval 60" in result.stdout
-    assert "+ClientAliveInterval 45" in result.stdout
+    assert f"-ClientAliveInterval {written_interval(host, 60)}" in result.stdout
+    assert f"+ClientAliveInterval {written_interval(host, 45)}" in result.stdout
     assert snapshot(host) == before
     assert reloads(host) == reloaded
     assert_still_serving(host)
@@ -93,9 +96,10 @@ def test_shadowing_line_fails_clearly_and_rolls_back(host, case: str) -> None:
         result = playbook("-e", "sshd_keepalive_client_alive_interval=45")
         assert result.returncode != 0, result.stdout[-3000:]
         assert message in result.stdout, result.stdout[-3000:]
-        assert "ClientAliveInterval is 0, expected 45" in result.stdout
+        assert f"ClientAliveInterval is 0, expected {written_interval(host, 45)}" in result.stdout
         assert snapshot(host) == before, "the drop-in was not rolled back"
-        assert "ClientAliveInterval 60" in host.file(DROPIN).content_string
+        written = written_interval(host, 60)
+        assert f"ClientAliveInterval {written}" in host.file(DROPIN).content_string
         assert reloads(host) == reloaded, "sshd was reloaded despite the failure"
         assert host.check_output(LOGIN) == "login-ok"
     finally:
@@ -152,8 +156,23 @@ def test_client_part_can_be_turned_off_and_on(host) -> None:
         assert off.returncode == 0, off.stdout[-3000:]
         assert not host.file(CLIENT_DROPIN).exists
         assert effective(host, "ssh -G gpu01.example.org")["serveraliveinterval"] == "0"
-        assert effective(host, "sshd -T")["clientaliveinterval"] == "60"
+        assert effective(host, "sshd -T")["clientaliveinterval"] == written_interval(host, 60)
     finally:
         on = playbook()
     assert on.returncode == 0, on.stdout[-3000:]
     assert effective(host, "ssh -G gpu01.example.org")["serveraliveinterval"] == "60"
+
+
+def test_slow_probe_compensation_follows_the_switch(host) -> None:
+    """Platform 1 runs OpenSSH 9.2: the role halves the interval unless told not to."""
+    assert openssh_version(host) in SLOW_PROBE_VERSIONS, "platform 1 is meant to be Debian 12"
+    off = playbook("-e", "sshd_keepalive_compensate_slow_probes=false")
+    try:
+        assert off.returncode == 0, off.stdout[-3000:]
+        assert effective(host, "sshd -T")["clientaliveinterval"] == "60"
+        assert "every second interval" not in host.file(DROPIN).content_string
+    finally:
+        on = playbook()
+    assert on.returncode == 0, on.stdout[-3000:]
+    assert effective(host, "sshd -T")["clientaliveinterval"] == "30"
+    assert "OpenSSH 9.2 sends a probe every second interval" in host.file(DROPIN).content_string

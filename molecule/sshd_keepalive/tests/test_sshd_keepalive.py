@@ -4,19 +4,26 @@
 
 from __future__ import annotations
 
-from helpers import LOGIN, effective
+from helpers import DROPIN, LOGIN, SLOW_PROBE_VERSIONS, effective, openssh_version
 
 
 def test_sshd_effective_values(host) -> None:
+    """60 s requested; OpenSSH 9.2-9.4 (platform 1, Debian 12) get 30 written because they
+    probe every second interval; 10.0 (platform 2, Debian 13) gets 60."""
     config = effective(host, "sshd -T")
-    assert config["clientaliveinterval"] == "60"
+    slow = openssh_version(host) in SLOW_PROBE_VERSIONS
+    assert config["clientaliveinterval"] == ("30" if slow else "60")
     assert config["clientalivecountmax"] == "3"
     assert config["tcpkeepalive"] == "yes"
+    dropin = host.file(DROPIN).content_string
+    assert ("sends a probe every second interval" in dropin) is slow
+    assert "A dead client is dropped after about 180 s" in dropin
 
 
 def test_sshd_effective_values_for_a_connection(host) -> None:
     config = effective(host, "sshd -T -C user=root,host=client.example,addr=192.0.2.1")
-    assert config["clientaliveinterval"] == "60"
+    assert config["clientaliveinterval"] == effective(host, "sshd -T")["clientaliveinterval"]
+    assert config["clientaliveinterval"] in ("30", "60")
 
 
 def test_main_config_reads_the_dropin_dir_first(host) -> None:
