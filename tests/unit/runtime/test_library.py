@@ -12,13 +12,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from runtime_helpers import assert_bitwise_equal
+from runtime_helpers import RUNTIME_DIR, assert_bitwise_equal
 from torch import nn
 from unbroken_ckpt import (
     CheckpointLockedError,
@@ -343,6 +344,34 @@ def test_async_save_writes_the_state_of_its_step_not_later_updates(tmp_path: Pat
     assert commit is not None and commit.step == 3
     saved = load_state_file(str(tmp_path / "step-000003" / "state.pt"))
     assert_bitwise_equal(dict(expected), dict(saved["objects"]["model"]))
+
+
+def test_save_skips_the_zip_crc32_the_manifest_makes_redundant(tmp_path: Path) -> None:
+    """torch.save's zip CRC32 over every byte is skipped (the SHA-256 manifest covers the
+    bytes); the switch is torch's global config, so it must be back on afterwards, and a
+    fresh process must still load and verify the file."""
+    config = pytest.importorskip("torch.utils.serialization.config")
+    objects = make_objects()
+    with manager(tmp_path, objects) as ckpt:
+        ckpt.save(1)
+    assert config.save.compute_crc32 is True
+    state_file = tmp_path / "step-000001" / "state.pt"
+    with zipfile.ZipFile(state_file) as archive:
+        data = [i for i in archive.infolist() if "/data/" in i.filename and i.file_size > 0]
+    assert data and all(info.CRC == 0 for info in data)
+    check = (
+        "import sys, torch; "
+        "from unbroken_ckpt.checkpoint_manifest import find_newest_valid; "
+        "newest, bad = find_newest_valid(sys.argv[1], full=True); "
+        "assert newest is not None and newest.step == 1 and not bad; "
+        "torch.load(sys.argv[2], weights_only=True)"
+    )
+    subprocess.run(
+        [sys.executable, "-c", check, str(tmp_path), str(state_file)],
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(RUNTIME_DIR)},
+        timeout=120,
+    )
 
 
 def test_at_most_one_async_save_is_in_flight(tmp_path: Path) -> None:

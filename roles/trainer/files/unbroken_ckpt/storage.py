@@ -6,7 +6,8 @@ Commit protocol for step N (see checkpoint_manifest for the directory layout):
 
 1. free-space check; a fresh ``.tmp-step-N-<pid>-<n>`` directory;
 2. ``state.pt`` written through ``torch.save`` into a file object that hashes each
-   segment in worker threads while the same bytes are written (one pass), then fsynced;
+   segment in worker threads while the same bytes are written (one pass) and starts the
+   disk writeback of every 64 MiB written while the next bytes are produced, then fsynced;
 3. ``MANIFEST.json`` (sizes + hashes) written and fsynced, then the directory fsynced;
 4. ``rename`` to ``step-N`` and ``fsync`` of the checkpoint directory: the commit point;
 5. rotation, which only now deletes older checkpoints (renamed to ``.trash-*`` first so a
@@ -17,9 +18,11 @@ Any error before 4 removes the temporary directory; older checkpoints are untouc
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
+import importlib
 import io
 import itertools
 import logging
@@ -189,6 +192,9 @@ def _scratch_path(directory: str, prefix: str, name: str) -> str:
 
 
 _INLINE_HASH_BELOW = 2 * 1024 * 1024
+# Start writing back to disk every this many bytes, so the closing fsync has little left.
+_WRITEBACK_EVERY = 64 * 1024 * 1024
+_FADVISE = getattr(os, "posix_fadvise", None)
 
 
 class _HashingFile(io.RawIOBase):
@@ -200,6 +206,13 @@ class _HashingFile(io.RawIOBase):
     before returning, which keeps segment order and the caller's buffer valid.  It also
     keeps the OSError of a failed write: ``torch.save`` reports that as a RuntimeError
     ("unexpected pos") without errno, hiding that the disk is full.
+
+    Every ``_WRITEBACK_EVERY`` bytes it asks the kernel to start writing the range just
+    written back to disk (``POSIX_FADV_DONTNEED`` starts an asynchronous writeback of dirty
+    pages on Linux and drops the clean ones, which a checkpoint never re-reads). The disk
+    then works while ``torch.save`` and the hashes produce the next bytes, instead of the
+    whole file waiting for the final ``fsync``; that ``fsync`` still makes it durable and
+    reports any write error.
     """
 
     def __init__(self, path: str, pool: ThreadPoolExecutor) -> None:
@@ -208,6 +221,7 @@ class _HashingFile(io.RawIOBase):
         self._pool = pool
         self._hashes: list[Any] = []
         self.size = 0
+        self._written_back = 0
         self.error: OSError | None = None
 
     def writable(self) -> bool:
@@ -231,7 +245,21 @@ class _HashingFile(io.RawIOBase):
                 for future in pending:
                     future.result()
         self.size += len(view)
+        if self.size - self._written_back >= _WRITEBACK_EVERY:
+            self._start_writeback()
         return len(view)
+
+    def _start_writeback(self) -> None:
+        # Advice only: if refused, the closing fsync writes whatever is left.
+        if _FADVISE is not None:
+            with contextlib.suppress(OSError):
+                _FADVISE(
+                    self._fd,
+                    self._written_back,
+                    self.size - self._written_back,
+                    os.POSIX_FADV_DONTNEED,
+                )
+        self._written_back = self.size
 
     def _pieces(self, view: memoryview) -> list[tuple[Any, memoryview]]:
         segment = fmt.SEGMENT_SIZE
@@ -264,8 +292,24 @@ class _HashingFile(io.RawIOBase):
         super().close()
 
 
+def _without_zip_crc32() -> contextlib.AbstractContextManager[Any]:
+    """Skip the CRC32 that ``torch.save``'s zip writer computes over every byte (torch >= 2.7).
+
+    The manifest's SHA-256 already covers every byte, so the CRC is a second pass for
+    nothing: it cost 28 % of ``torch.save`` + fsync on 512 MiB (benchmarks/README.md).
+    ``torch.load`` does not need it. Older torch has no switch and keeps computing it.
+    """
+    try:
+        config = importlib.import_module("torch.utils.serialization.config")
+    except ImportError:
+        return contextlib.nullcontext()
+    if not hasattr(getattr(config, "save", None), "compute_crc32"):
+        return contextlib.nullcontext()
+    return config.patch("save.compute_crc32", False)
+
+
 def _write_state(path: str, payload: dict[str, Any]) -> dict[str, Any]:
-    with ThreadPoolExecutor(max_workers=fmt.default_threads()) as pool:
+    with ThreadPoolExecutor(max_workers=fmt.default_threads()) as pool, _without_zip_crc32():
         raw = _HashingFile(path, pool)
         try:
             with io.BufferedWriter(raw, buffer_size=1 << 20) as handle:
