@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -75,17 +76,33 @@ def nbytes(state: dict[str, torch.Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in state.values())
 
 
+# Process CPU seconds (all threads, user + system) per timed call, keyed by row: on a
+# machine with few cores a writer that hashes is CPU-bound, and this shows by how much.
+CPU_SECONDS: dict[str, list[float]] = {}
+
+
+def cpu_now() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def timed(
-    fn: Callable[[], Any], repeat: int, setup: Callable[[], Any] | None = None
+    fn: Callable[[], Any],
+    repeat: int,
+    setup: Callable[[], Any] | None = None,
+    key: str | None = None,
 ) -> list[float]:
     times = []
     for _round in range(repeat):
         if setup is not None:
             setup()
         os.sync()  # no dirty pages of an earlier row may be written back during this one
+        cpu = cpu_now()
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
+        if key is not None:
+            CPU_SECONDS.setdefault(key, []).append(cpu_now() - cpu)
     return times
 
 
@@ -156,9 +173,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     try:
         results.update(measure_saves(state, work, args.repeat))
         raw, ts = work / "raw.bin", work / "torch.pt"
-        results["raw_read"] = timed(lambda: raw_read(raw, size), args.repeat)
+        results["raw_read"] = timed(lambda: raw_read(raw, size), args.repeat, key="raw_read")
         results["torch_load"] = timed(
-            lambda: torch.load(ts, map_location="cpu", weights_only=True), args.repeat
+            lambda: torch.load(ts, map_location="cpu", weights_only=True),
+            args.repeat,
+            key="torch_load",
         )
         raw.unlink()
         ts.unlink()
@@ -207,7 +226,7 @@ def measure_saves(
         results: dict[str, list[float]] = {key: [] for key in rows}
         for _round in range(repeat):
             for key, (fn, setup) in rows.items():
-                results[key] += timed(fn, 1, setup)
+                results[key] += timed(fn, 1, setup, key)
     raw_wb.unlink(missing_ok=True)
     return results
 
@@ -220,16 +239,18 @@ def measure_ours(state: dict[str, torch.Tensor], directory: Path, repeat: int) -
     newest = max(directory.glob("step-*"))
     state_file = newest / "state.pt"
     results["verify_1_thread"] = timed(
-        lambda: checkpoint_manifest.hash_file(str(state_file), threads=1), repeat
+        lambda: checkpoint_manifest.hash_file(str(state_file), threads=1),
+        repeat,
+        key="verify_1_thread",
     )
     results["verify_threads"] = checkpoint_manifest.default_threads()
     results["verify_default_threads"] = timed(
-        lambda: checkpoint_manifest.hash_file(str(state_file)), repeat
+        lambda: checkpoint_manifest.hash_file(str(state_file)), repeat, key="verify_default_threads"
     )
 
     restore_target = Holder({})
     with CheckpointManager(str(directory), {"model": restore_target}, keep=1) as ckpt:
-        results["ours_restore"] = timed(ckpt.restore, repeat)
+        results["ours_restore"] = timed(ckpt.restore, repeat, key="ours_restore")
     assert restore_target.state.keys() == state.keys()
 
     stalls, writes = [], []
@@ -267,9 +288,11 @@ def report(results: dict[str, Any]) -> dict[str, Any]:
     ]
     print(f"state: {size / MiB:.0f} MiB of CPU tensors, median of {results['repeat']} runs")
     print(f"load average now: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    print(f"{'operation':<54} {'seconds':>8} {'GB/s':>7}")
+    cpu = {k: statistics.median(v) for k, v in CPU_SECONDS.items()}
+    print(f"{'operation':<54} {'seconds':>8} {'GB/s':>7} {'CPU s':>6}")
     for label, key in rows:
-        print(f"{label:<54} {med[key]:>8.3f} {size / med[key] / 1e9:>7.2f}")
+        used = f"{cpu[key]:>6.2f}" if key in cpu else f"{'':>6}"
+        print(f"{label:<54} {med[key]:>8.3f} {size / med[key] / 1e9:>7.2f} {used}")
     summary = {
         "sync_vs_torch_save": med["ours_sync_save"] / med["torch_save_fsync"],
         # The physical limit: plain raw write + fsync of the same bytes.
@@ -296,7 +319,7 @@ def report(results: dict[str, Any]) -> dict[str, Any]:
             ok = value <= target[1] if target[0] == "<=" else value >= target[1]
             verdict = f"target {target[0]} {target[1]:g}: {'met' if ok else 'MISSED'}"
         print(f"{key:<28} {value:>7.3f}  {verdict}")
-    return {"medians_s": med, "summary": summary, "targets": targets}
+    return {"medians_s": med, "cpu_s": cpu, "summary": summary, "targets": targets}
 
 
 def main(argv: list[str] | None = None) -> int:
