@@ -114,6 +114,8 @@ def _run_bad(host, extra: dict) -> subprocess.CompletedProcess:
         ({"session_tools_mosh_port_range_end": 70000}, "must lie within 1024-65535"),
         ({"session_tools_locale": "xx_YY.UTF-8"}, "is not a supported UTF-8 locale"),
         ({"session_tools_locale": "en_US.ISO-8859-1"}, "is not a supported UTF-8 locale"),
+        ({"session_tools_nftables_chain": "inet filter input; flush ruleset"},
+         "give the family (ip, ip6 or inet), table and input chain"),
     ],
 )  # fmt: skip
 def test_bad_input_fails_before_anything_changes(host, bad, message):
