@@ -1,0 +1,226 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+# Copyright (c) 2026 unbroken.training contributors
+"""ufw, firewalld and nftables, each made the active firewall in turn on the NET_ADMIN instance.
+
+For each one: the role (firewall auto-detection, the scenario's converge.yml) opens the mosh
+range in it, a second run changes nothing, and UDP datagrams sent from the Docker host reach
+a listener on a port inside the range but not one outside it (the firewall's default policy
+drops or rejects those). Each test removes its firewall again and restores the instance's
+iptables firewall (netfilter-persistent), so the order of the tests does not matter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+INSTANCE = "ut-session-tools-2"  # the iptables_firewall instance: it has NET_ADMIN
+testinfra_hosts = [f"ansible://{INSTANCE}"]
+
+RANGE = (61000, 61010)  # molecule.yml group_vars
+INSIDE, OUTSIDE = RANGE[0] + 5, RANGE[1] + 10
+SCENARIO = Path(__file__).resolve().parents[1]
+REPO = SCENARIO.parents[1]
+
+LISTEN = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+s.settimeout(4)
+print("ready", flush=True)
+try:
+    print("got", s.recv(64).decode())
+except socket.timeout:
+    print("nothing")
+"""
+
+# Each firewall starts from a clean slate: the iptables firewall off and the role's earlier
+# iptables accept rule gone (it would let the probe through whatever ufw or nftables say).
+CLEAN_SLATE = (
+    "systemctl stop netfilter-persistent; iptables -F INPUT; ip6tables -F INPUT; "
+    "iptables -P INPUT ACCEPT; ip6tables -P INPUT ACCEPT"
+)
+# ufw conflicts with netfilter-persistent (apt removes it): put it back and reload its rules.
+RESTORE_IPTABLES = (
+    "DEBIAN_FRONTEND=noninteractive apt-get install -y -q netfilter-persistent "
+    "iptables-persistent && systemctl restart netfilter-persistent"
+)
+
+
+NFTABLES_CONF = """#!/usr/sbin/nft -f
+flush ruleset
+table inet filter {
+    chain input {
+        type filter hook input priority filter; policy drop;
+        ct state established,related accept
+        iif "lo" accept
+    }
+}
+"""
+
+
+def converge(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", COLUMNS="10000")
+    env.setdefault("ANSIBLE_COLLECTIONS_PATH", str(REPO / ".cache" / "collections"))
+    return subprocess.run(
+        [
+            "ansible-playbook",
+            "-i", os.environ["MOLECULE_INVENTORY_FILE"],
+            "--limit", INSTANCE,
+            str(SCENARIO / "converge.yml"),
+            *args,
+        ],
+        capture_output=True, text=True, timeout=600, env=env, check=False,
+    )  # fmt: skip
+
+
+def recap_changed(output: str) -> int:
+    line = next(x for x in output.splitlines() if x.startswith(INSTANCE) and "changed=" in x)
+    return int(line.split("changed=", 1)[1].split()[0])
+
+
+def instance_address() -> str:
+    out = subprocess.run(
+        ["docker", "inspect", INSTANCE], capture_output=True, text=True, check=True, timeout=30
+    ).stdout
+    networks = json.loads(out)[0]["NetworkSettings"]["Networks"]
+    return next(n["IPAddress"] for n in networks.values() if n.get("IPAddress"))
+
+
+def udp_arrives(port: int) -> bool:
+    """Send a few datagrams from the Docker host to a listener on the instance's port."""
+    listener = subprocess.Popen(
+        ["docker", "exec", INSTANCE, "python3", "-c", LISTEN, str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert listener.stdout is not None
+        assert listener.stdout.readline().strip() == "ready"
+        address = instance_address()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            for _attempt in range(5):
+                sender.sendto(b"mosh-probe", (address, port))
+                time.sleep(0.2)
+        out, _err = listener.communicate(timeout=15)
+    finally:
+        if listener.poll() is None:
+            listener.kill()
+            listener.communicate(timeout=10)
+    return "got mosh-probe" in out
+
+
+def apt_install(host, package: str) -> None:
+    host.check_output(
+        f"DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends {package}"
+    )
+
+
+def assert_opened_and_idempotent() -> None:
+    first = converge()
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    second = converge()
+    assert second.returncode == 0, second.stdout[-3000:]
+    assert recap_changed(second.stdout) == 0, second.stdout[-3000:]
+
+
+@pytest.fixture
+def ufw(host) -> Iterator[None]:
+    host.run(CLEAN_SLATE)
+    apt_install(host, "ufw")
+    host.check_output("ufw --force enable")
+    try:
+        yield
+    finally:
+        host.run("ufw --force reset; ufw --force disable")
+        host.run("DEBIAN_FRONTEND=noninteractive apt-get purge -y -q ufw")
+        host.run(RESTORE_IPTABLES)
+
+
+@pytest.fixture
+def firewalld(host) -> Iterator[None]:
+    host.run(CLEAN_SLATE)
+    apt_install(host, "firewalld")
+    host.check_output("systemctl start firewalld && firewall-cmd --state")
+    try:
+        yield
+    finally:
+        host.run("systemctl stop firewalld")
+        host.run("DEBIAN_FRONTEND=noninteractive apt-get purge -y -q firewalld")
+        host.run("rm -rf /etc/firewalld")  # zone files firewall-cmd wrote are not conffiles
+        host.run(RESTORE_IPTABLES)
+
+
+@pytest.mark.usefixtures("ufw")
+def test_ufw_gets_the_mosh_range_and_drops_other_ports(host) -> None:
+    assert not udp_arrives(INSIDE), "ufw's default policy should drop before the role ran"
+    assert_opened_and_idempotent()
+    status = host.check_output("ufw status")
+    assert f"{RANGE[0]}:{RANGE[1]}/udp" in status
+    assert f"{RANGE[0]}:{RANGE[1]}/udp (v6)" in status
+    assert udp_arrives(INSIDE)
+    assert not udp_arrives(OUTSIDE)
+
+
+@pytest.mark.usefixtures("firewalld")
+def test_firewalld_gets_the_mosh_range_now_and_permanently(host) -> None:
+    assert not udp_arrives(INSIDE), "firewalld's default zone should reject before the role ran"
+    assert_opened_and_idempotent()
+    port = f"{RANGE[0]}-{RANGE[1]}/udp"
+    assert port in host.check_output("firewall-cmd --list-ports").split()
+    assert port in host.check_output("firewall-cmd --permanent --list-ports").split()
+    assert udp_arrives(INSIDE)
+    assert not udp_arrives(OUTSIDE)
+
+
+@pytest.fixture
+def nftables(host) -> Iterator[None]:
+    """nftables alone: netfilter-persistent stopped, a hand-written ruleset that drops input."""
+    host.run(CLEAN_SLATE)
+    apt_install(host, "nftables")
+    host.check_output(f"cat > /etc/nftables.conf <<'EOF'\n{NFTABLES_CONF}EOF")
+    host.check_output("systemctl restart nftables")
+    try:
+        yield
+    finally:
+        host.run("systemctl stop nftables; nft flush ruleset")
+        host.run("DEBIAN_FRONTEND=noninteractive apt-get purge -y -q nftables")
+        host.run("rm -rf /etc/nftables.d /etc/nftables.conf")
+        host.run(RESTORE_IPTABLES)
+
+
+@pytest.mark.usefixtures("nftables")
+def test_nftables_gets_the_mosh_range_now_and_after_a_reload(host) -> None:
+    assert not udp_arrives(INSIDE), "the ruleset's drop policy should apply before the role ran"
+    before = host.file("/etc/nftables.conf").sha256sum
+    bad = converge("-e", "session_tools_nftables_chain='inet filter nosuch'")
+    assert bad.returncode != 0
+    output = " ".join((bad.stdout + bad.stderr).split())
+    assert 'has no chain "inet filter nosuch"' in output, output[-3000:]
+    assert host.file("/etc/nftables.conf").sha256sum == before
+    assert not host.file("/etc/nftables.d").exists
+
+    assert_opened_and_idempotent()
+    rule = f"udp dport {RANGE[0]}-{RANGE[1]} accept"
+    assert rule in host.check_output("nft list chain inet filter input")
+    assert udp_arrives(INSIDE)
+    assert not udp_arrives(OUTSIDE)
+    # The next load of the ruleset (a reboot, `systemctl reload nftables`) keeps it open.
+    host.check_output("systemctl restart nftables")
+    assert host.check_output("nft list chain inet filter input").count(rule) == 1
+    assert udp_arrives(INSIDE)
+    # A new range replaces our rule in the running chain instead of adding a second one.
+    narrowed = converge("-e", "session_tools_mosh_port_range_end=61008")
+    assert narrowed.returncode == 0, narrowed.stdout[-3000:] + narrowed.stderr[-3000:]
+    chain = host.check_output("nft list chain inet filter input")
+    assert f"udp dport {RANGE[0]}-61008 accept" in chain
+    assert rule not in chain
+    assert chain.count("unbroken.training session_tools mosh") == 1
+    assert "61000-61008" in host.file("/etc/nftables.d/50-unbroken-mosh.nft").content_string
