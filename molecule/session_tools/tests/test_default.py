@@ -5,19 +5,16 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-from pathlib import Path
 
 import pytest
+from helpers import run_playbook
 
 testinfra_hosts = ["all"]
 
 RANGE = (61000, 61010)  # molecule.yml group_vars
 HISTORY = 250000
-SCENARIO = Path(__file__).resolve().parents[1]
-REPO = SCENARIO.parents[1]
 
 
 def start_mosh_server(host, env: str, command: str = "mosh-server new") -> int:
@@ -87,22 +84,7 @@ def test_firewall_rule_only_where_a_firewall_is_active(host):
 
 
 def _run_bad(host, extra: dict) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env.setdefault("ANSIBLE_COLLECTIONS_PATH", str(REPO / ".cache" / "collections"))
-    return subprocess.run(
-        [
-            "ansible-playbook",
-            "-i", os.environ["MOLECULE_INVENTORY_FILE"],
-            "--limit", host.backend.get_hostname(),
-            str(SCENARIO / "bad_input.yml"),
-            "-e", json.dumps(extra),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-        check=False,
-    )  # fmt: skip
+    return run_playbook("bad_input.yml", host.backend.get_hostname(), "-e", json.dumps(extra))
 
 
 @pytest.mark.parametrize(

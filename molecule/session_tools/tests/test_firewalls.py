@@ -11,23 +11,21 @@ iptables firewall (netfilter-persistent), so the order of the tests does not mat
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from helpers import run_playbook
 
 INSTANCE = "ut-session-tools-2"  # the iptables_firewall instance: it has NET_ADMIN
 testinfra_hosts = [f"ansible://{INSTANCE}"]
 
 RANGE = (61000, 61010)  # molecule.yml group_vars
 INSIDE, OUTSIDE = RANGE[0] + 5, RANGE[1] + 10
-SCENARIO = Path(__file__).resolve().parents[1]
-REPO = SCENARIO.parents[1]
 
 LISTEN = """
 import socket, sys
@@ -67,18 +65,7 @@ table inet filter {
 
 
 def converge(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", COLUMNS="10000")
-    env.setdefault("ANSIBLE_COLLECTIONS_PATH", str(REPO / ".cache" / "collections"))
-    return subprocess.run(
-        [
-            "ansible-playbook",
-            "-i", os.environ["MOLECULE_INVENTORY_FILE"],
-            "--limit", INSTANCE,
-            str(SCENARIO / "converge.yml"),
-            *args,
-        ],
-        capture_output=True, text=True, timeout=600, env=env, check=False,
-    )  # fmt: skip
+    return run_playbook("converge.yml", INSTANCE, *args)
 
 
 def recap_changed(output: str) -> int:
@@ -131,31 +118,39 @@ def assert_opened_and_idempotent() -> None:
     assert recap_changed(second.stdout) == 0, second.stdout[-3000:]
 
 
-@pytest.fixture
-def ufw(host) -> Iterator[None]:
+@contextlib.contextmanager
+def the_active_firewall(host, package: str, start: str, stop: str) -> Iterator[None]:
+    """Make ``package`` the only active firewall from a clean slate (``start``); afterwards
+    ``stop`` it, purge it and give the instance its iptables firewall back."""
     host.run(CLEAN_SLATE)
-    apt_install(host, "ufw")
-    host.check_output("ufw --force enable")
+    apt_install(host, package)
+    host.check_output(start)
     try:
         yield
     finally:
-        host.run("ufw --force reset; ufw --force disable")
-        host.run("DEBIAN_FRONTEND=noninteractive apt-get purge -y -q ufw")
+        host.run(stop)
+        host.run(f"DEBIAN_FRONTEND=noninteractive apt-get purge -y -q {package}")
         host.run(RESTORE_IPTABLES)
+
+
+@pytest.fixture
+def ufw(host) -> Iterator[None]:
+    with the_active_firewall(
+        host, "ufw", start="ufw --force enable", stop="ufw --force reset; ufw --force disable"
+    ):
+        yield
 
 
 @pytest.fixture
 def firewalld(host) -> Iterator[None]:
-    host.run(CLEAN_SLATE)
-    apt_install(host, "firewalld")
-    host.check_output("systemctl start firewalld && firewall-cmd --state")
-    try:
+    # The zone files firewall-cmd wrote are not conffiles: purge would leave them behind.
+    with the_active_firewall(
+        host,
+        "firewalld",
+        start="systemctl start firewalld && firewall-cmd --state",
+        stop="systemctl stop firewalld; rm -rf /etc/firewalld",
+    ):
         yield
-    finally:
-        host.run("systemctl stop firewalld")
-        host.run("DEBIAN_FRONTEND=noninteractive apt-get purge -y -q firewalld")
-        host.run("rm -rf /etc/firewalld")  # zone files firewall-cmd wrote are not conffiles
-        host.run(RESTORE_IPTABLES)
 
 
 @pytest.mark.usefixtures("ufw")
@@ -182,18 +177,15 @@ def test_firewalld_gets_the_mosh_range_now_and_permanently(host) -> None:
 
 @pytest.fixture
 def nftables(host) -> Iterator[None]:
-    """nftables alone: netfilter-persistent stopped, a hand-written ruleset that drops input."""
-    host.run(CLEAN_SLATE)
-    apt_install(host, "nftables")
-    host.check_output(f"cat > /etc/nftables.conf <<'EOF'\n{NFTABLES_CONF}EOF")
-    host.check_output("systemctl restart nftables")
-    try:
+    """nftables alone: a hand-written ruleset that drops input."""
+    with the_active_firewall(
+        host,
+        "nftables",
+        start=f"cat > /etc/nftables.conf <<'EOF'\n{NFTABLES_CONF}EOF\nsystemctl restart nftables",
+        stop="systemctl stop nftables; nft flush ruleset; "
+        "rm -rf /etc/nftables.d /etc/nftables.conf",
+    ):
         yield
-    finally:
-        host.run("systemctl stop nftables; nft flush ruleset")
-        host.run("DEBIAN_FRONTEND=noninteractive apt-get purge -y -q nftables")
-        host.run("rm -rf /etc/nftables.d /etc/nftables.conf")
-        host.run(RESTORE_IPTABLES)
 
 
 @pytest.mark.usefixtures("nftables")
