@@ -87,6 +87,15 @@ options:
         Booleans compare as C(yes)/C(no). Differences are returned in RV(mismatches)."
     type: dict
     default: {}
+  compensate_slow_probes:
+    description:
+      - Only with O(target=sshd). When true, an expected C(ClientAliveInterval) in O(expect)
+        is divided by RV(client_alive_probe_factor) (rounded down, at least 1) before it is
+        compared, because OpenSSH 9.2 to 9.4 probe a silent client only every second
+        interval; a role that writes half the interval there can check it in the same read.
+      - RV(expected) returns the values actually compared.
+    type: bool
+    default: false
   included_file:
     description:
       - A path (existing or not) to look for among the files the configuration reads
@@ -187,6 +196,13 @@ mismatches:
   sample: [{"keyword": "ClientAliveInterval", "expected": "60", "effective": "0",
             "message": "ClientAliveInterval is 0, expected 60: /etc/ssh/sshd_config line 12 sets
             'ClientAliveInterval 0' first and OpenSSH uses the first value it reads"}]
+expected:
+  description:
+    - The values of O(expect) that were compared, after O(compensate_slow_probes) (keys as
+      given). Pass it as O(expect) to a later read to compare the same values again.
+  returned: success
+  type: dict
+  sample: {"ClientAliveInterval": 30, "ClientAliveCountMax": 3, "TCPKeepAlive": true}
 included:
   description: Whether O(included_file) is read unconditionally; null when not asked.
   returned: success
@@ -218,6 +234,7 @@ listen:
 """
 
 import os
+import re
 from typing import Any, Dict, List, Optional
 
 from ansible.module_utils.basic import AnsibleModule
@@ -259,6 +276,7 @@ def argument_spec() -> Dict[str, Any]:
         "host": {"type": "str"},
         "keywords": {"type": "list", "elements": "str", "default": [], "no_log": False},
         "expect": {"type": "dict", "default": {}},
+        "compensate_slow_probes": {"type": "bool", "default": False},
         "included_file": {"type": "path"},
     }
 
@@ -286,6 +304,22 @@ def build_command(
     return [binary, "-G", "-F", config_file, "--", host or ""]
 
 
+def compensated(expect: Dict[str, Any], factor: int) -> Dict[str, Any]:
+    """``expect`` with ClientAliveInterval divided by the probe factor (at least 1)."""
+    result = dict(expect)
+    for keyword, value in expect.items():
+        if keyword.lower() != "clientaliveinterval":
+            continue
+        text = str(value).strip()
+        if isinstance(value, bool) or not re.fullmatch(r"[0-9]+", text):
+            raise ConfigError(
+                f"{keyword}={value!r} in expect must be a whole number of seconds"
+                " to compensate for slow probes"
+            )
+        result[keyword] = max(1, int(text) // max(1, factor))
+    return result
+
+
 def run_module(module: AnsibleModule) -> Dict[str, Any]:
     params = module.params
     target = params["target"]
@@ -295,6 +329,8 @@ def run_module(module: AnsibleModule) -> Dict[str, Any]:
         module.fail_json(msg="host is only for target=ssh; use connection.host for sshd -T -C")
     if target == "ssh" and params["connection"]:
         module.fail_json(msg="connection is only for target=sshd (ssh -G has no -C)")
+    if target == "ssh" and params["compensate_slow_probes"]:
+        module.fail_json(msg="compensate_slow_probes is only for target=sshd (ClientAliveInterval)")
     config_file = params["config_file"] or DEFAULT_CONFIG[target]
     if not os.path.isfile(config_file):
         module.fail_json(msg=f"{config_file} does not exist")
@@ -316,10 +352,14 @@ def run_module(module: AnsibleModule) -> Dict[str, Any]:
     # Old sshd has no -V but prints the version with its usage: the exit status is no use.
     version_run = module.run_command([binary, "-V"], environ_update={"LC_ALL": "C"})
     version = parse_version(f"{version_run[1]}\n{version_run[2]}")
+    factor = client_alive_probe_factor(version) if target == "sshd" else None
+    expect = dict(params["expect"])
+    if params["compensate_slow_probes"] and factor:
+        expect = compensated(expect, factor)
 
     client_host = params["host"] if target == "ssh" else None
     directives, files = walk_config(config_file, params["base_dir"], client_host)
-    keywords = list(params["keywords"]) + list(params["expect"])
+    keywords = list(params["keywords"]) + list(expect)
     sources = sources_for(directives, keywords)
     included = None
     if params["included_file"]:
@@ -334,12 +374,11 @@ def run_module(module: AnsibleModule) -> Dict[str, Any]:
         "files": files,
         "sources": sources,
         "origins": {key: origin_of(found) for key, found in sources.items()},
-        "mismatches": compare(effective, params["expect"], sources),
+        "mismatches": compare(effective, expect, sources),
+        "expected": expect,
         "included": included,
         "version": version,
-        "client_alive_probe_factor": client_alive_probe_factor(version)
-        if target == "sshd"
-        else None,
+        "client_alive_probe_factor": factor,
         "listen": listen_endpoints(effective) if target == "sshd" else [],
     }
 

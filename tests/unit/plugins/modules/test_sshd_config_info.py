@@ -483,3 +483,80 @@ def test_module_with_real_ssh_client(tmp_path: Path, monkeypatch: pytest.MonkeyP
     bad = run_module({"target": "ssh", "host": "gpu3", "config_file": str(main), "expect": expect})
     assert bad["config"]["serveraliveinterval"] == "7"
     assert bad["mismatches"][0]["origin"]["file"] == str(tmp_path / "ssh_config.d/00-aaa.conf")
+
+
+# --- compensate_slow_probes: the "before" read compares what the role writes ------------------
+
+
+@pytest.mark.parametrize(
+    ("version_output", "requested", "compared"),
+    [
+        ((0, "", "OpenSSH_9.2, OpenSSL 3.0.19 27 Jan 2026\n"), 60, 30),
+        ((0, "", "OpenSSH_9.4p1 Ubuntu-1, OpenSSL 3.0.10\n"), "45", 22),
+        ((0, "", "OpenSSH_9.2, OpenSSL 3.0.19 27 Jan 2026\n"), 1, 1),
+        ((0, "", "OpenSSH_9.5p1, OpenSSL 3.1.4\n"), 60, 60),
+        ((1, "", "sshd: unknown option\n"), 60, 60),
+    ],
+)
+def test_module_compensates_the_expected_interval_for_slow_probes(
+    etc: Path, fake_sshd: FakeRun, version_output: tuple, requested: object, compared: int
+) -> None:
+    fake_sshd.version_output = version_output
+    fake_sshd.out = SSHD_T_OUTPUT.replace(
+        "clientaliveinterval 0", f"clientaliveinterval {compared}"
+    )
+    result = run_module(
+        {
+            "config_file": str(etc / "sshd_config"),
+            "expect": {"ClientAliveInterval": requested, "ClientAliveCountMax": 3},
+            "compensate_slow_probes": True,
+        }
+    )
+    assert result["expected"] == {"ClientAliveInterval": compared, "ClientAliveCountMax": 3}
+    assert result["mismatches"] == []
+
+
+def test_module_compensated_mismatch_names_the_halved_value(etc: Path, fake_sshd: FakeRun) -> None:
+    write(etc / "sshd_config.d/00-aaa-site.conf", "ClientAliveInterval 0\n")
+    result = run_module(
+        {
+            "config_file": str(etc / "sshd_config"),
+            "expect": {"clientaliveinterval": 60},
+            "compensate_slow_probes": True,
+        }
+    )
+    assert result["expected"] == {"clientaliveinterval": 30}
+    message = result["mismatches"][0]["message"]
+    assert "clientaliveinterval is 0, expected 30" in message
+    assert "00-aaa-site.conf line 1" in message
+
+
+def test_module_without_compensation_compares_as_given(etc: Path, fake_sshd: FakeRun) -> None:
+    result = run_module(
+        {"config_file": str(etc / "sshd_config"), "expect": {"ClientAliveInterval": 60}}
+    )
+    assert result["client_alive_probe_factor"] == 2
+    assert result["expected"] == {"ClientAliveInterval": 60}
+    assert result["mismatches"][0]["expected"] == "60"
+
+
+def test_module_refuses_compensation_of_a_non_integer_interval(
+    etc: Path, fake_sshd: FakeRun
+) -> None:
+    result = fail_module(
+        {
+            "config_file": str(etc / "sshd_config"),
+            "expect": {"ClientAliveInterval": "1m"},
+            "compensate_slow_probes": True,
+        }
+    )
+    assert "whole number of seconds" in result["msg"]
+
+
+def test_module_refuses_compensation_for_the_client(tmp_path: Path, fake_sshd: FakeRun) -> None:
+    main = write(tmp_path / "ssh_config", "Host *\n")
+    result = fail_module(
+        {"target": "ssh", "host": "h", "config_file": str(main), "compensate_slow_probes": True}
+    )
+    assert "only for target=sshd" in result["msg"]
+    assert fake_sshd.commands == []
