@@ -11,8 +11,9 @@ sub-command reads the job's JSON definition written by the role
                        unit's main process, SIGTERM goes to the container's init).
 ``pre-start JOB``      remove a stale container of the job, clear the last failure
                        reason, refuse to start when the image is not on the host.
-``stop JOB``           exec ``docker stop -t <stop_timeout>`` (the trainer's budget plus a
-                       margin; systemd's TimeoutStopSec is larger again).
+``stop JOB``           run ``docker stop -t <stop_timeout>`` (the trainer's budget plus a
+                       margin; systemd's TimeoutStopSec is larger again), then wait for
+                       the unit's main process (``$MAINPID``) to exit with the job's code.
 ``watchdog``           restart every running job whose heartbeat (the status file the
                        checkpoint library writes) is older than its hang_timeout.
 ``record-failure JOB`` write why a job's unit failed (result, last exit code, last log
@@ -40,6 +41,8 @@ FAILURE_FILE = "failure.json"
 WATCHDOG_FILE = "watchdog.json"
 CURSOR_FILE = "journal.cursor"
 LOG_LINES_IN_REASON = 15
+# Seconds ``stop`` waits, after the container is gone, for ``docker run`` to exit.
+MAIN_EXIT_WAIT = 15.0
 
 
 class HelperError(Exception):
@@ -183,6 +186,36 @@ def stop_job(job: Dict[str, Any]) -> None:
     result = subprocess.run(argv, capture_output=True, text=True, check=False)
     if result.returncode != 0 and "No such container" not in result.stderr:
         raise HelperError("docker stop failed: " + result.stderr.strip())
+    main_pid = os.environ.get("MAINPID", "")
+    if main_pid.isdigit():
+        wait_for_exit(int(main_pid), MAIN_EXIT_WAIT)
+
+
+def process_alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie waiting for its parent to reap it."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+    except OSError:
+        return False
+    return bool(fields) and fields[0] not in ("Z", "X")
+
+
+def wait_for_exit(pid: int, timeout: float) -> bool:
+    """Wait until ``pid`` has exited; False when it is still there after ``timeout`` s.
+
+    ``docker stop`` returns when the container is gone, a moment before the attached
+    ``docker run`` client (the unit's main process) notices it and exits with the
+    container's code.  systemd sends SIGTERM to whatever is left in the unit as soon as
+    ExecStop= returns, so returning early would record a clean stop as "killed by
+    SIGTERM" (ExecMainStatus=15) instead of the trainer's exit code.
+    """
+    deadline = time.monotonic() + timeout
+    while process_alive(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 # -- systemd and status reading --------------------------------------------------------

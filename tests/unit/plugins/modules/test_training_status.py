@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -307,3 +308,30 @@ def test_module_fails_clearly_for_an_unknown_job(
     result = _run_module({"config_dir": str(tmp_path), "name": ["demo", "nope"]}, capsys)
     assert result["failed"] is True
     assert "no readable job definition for nope" in result["msg"]
+
+
+def test_stop_waits_for_the_main_process_to_exit_not_to_be_reaped() -> None:
+    """``stop`` returns once $MAINPID exited; an unreaped (zombie) process counts as gone."""
+    helper = _load_helper()
+    child = subprocess.Popen(["sleep", "0.5"])
+    try:
+        assert helper.process_alive(child.pid)
+        assert helper.wait_for_exit(child.pid, 10.0)
+        # Not reaped yet: still in /proc as a zombie, and already counted as exited.
+        assert Path(f"/proc/{child.pid}").exists()
+        assert not helper.process_alive(child.pid)
+    finally:
+        child.wait()
+    assert not helper.process_alive(child.pid)
+
+
+def test_stop_gives_up_waiting_for_a_main_process_that_does_not_exit() -> None:
+    helper = _load_helper()
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        started = time.monotonic()
+        assert not helper.wait_for_exit(child.pid, 0.3)
+        assert time.monotonic() - started >= 0.3
+    finally:
+        child.kill()
+        child.wait()
