@@ -51,6 +51,7 @@ from unbroken_ckpt import (
     StatusFile,
     StopSignals,
     UnsafeCheckpointError,
+    checkpoint_manifest,
     parse_signal,
 )
 
@@ -110,6 +111,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=("continue", "stop"),
         default="continue",
         help="keep training and retry at the next interval, or stop",
+    )
+    add(
+        "--checksum",
+        choices=sorted(checkpoint_manifest.HASH_ALGORITHMS),
+        default=checkpoint_manifest.HASH_ALGORITHM,
+        help="per-segment checksum of new checkpoints (crc32 is fastest; any verifies)",
     )
     add(
         "--stop-signal",
@@ -437,6 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         allow_config_mismatch=args.allow_config_mismatch,
         allow_fresh_start=args.allow_fresh_start,
         pause_before_commit=args.inject_save_pause,
+        hash_algorithm=args.checksum,
     )
     LOG.info(
         "training on %s: %d steps, checkpoint every %d into %s",

@@ -98,7 +98,7 @@ def _flip_bit(path: Path) -> None:
 
 
 CORRUPTIONS = {
-    "bit-flip": (lambda d: _flip_bit(d / "state.pt"), "state.pt: sha256 mismatch"),
+    "bit-flip": (lambda d: _flip_bit(d / "state.pt"), "state.pt: crc32 mismatch"),
     "truncated": (lambda d: os.truncate(d / "state.pt", 1000), "truncated or torn"),
     "state-missing": (lambda d: (d / "state.pt").unlink(), "state.pt: No such file"),
     "never-committed": (lambda d: (d / "MANIFEST.json").unlink(), "MANIFEST.json is missing"),
@@ -123,6 +123,32 @@ def test_damaged_newest_checkpoint_is_skipped_for_the_previous_one(
     assert reason in warning
     assert warning.endswith("; falling back to step-000020")
     assert "resumed from checkpoint step-000020 (step 20)" in caplog.text
+
+
+def test_sha256_checkpoints_written_on_request_still_restore_and_verify(tmp_path: Path) -> None:
+    """``hash_algorithm="sha256"`` checkpoints restore under the crc32 default, corrupt too."""
+    objects = make_objects()
+    with manager(tmp_path, objects, hash_algorithm="sha256") as ckpt:
+        for step in (10, 20):
+            train(objects, 10)
+            ckpt.save(step)
+            if step == 10:
+                at_10 = weights(objects)
+    manifest = checkpoint_manifest.read_manifest(str(tmp_path / "step-000020"))
+    assert manifest["hash"]["algorithm"] == "sha256"
+    _flip_bit(tmp_path / "step-000020" / "state.pt")
+    resumed = make_objects(seed=5)
+    with manager(tmp_path, resumed) as ckpt:
+        restored = ckpt.restore()
+        assert restored is not None and restored.step == 10
+        assert restored.skipped[0][0] == "step-000020"
+        assert "state.pt: sha256 mismatch" in restored.skipped[0][1]
+        ckpt.save(11)
+    assert_bitwise_equal(at_10, weights(resumed))
+    newest = checkpoint_manifest.read_manifest(str(tmp_path / "step-000011"))
+    assert newest["hash"]["algorithm"] == "crc32"
+    with pytest.raises(ValueError, match="hash_algorithm must be one of crc32, sha256, got 'md5'"):
+        manager(tmp_path, resumed, hash_algorithm="md5")
 
 
 def test_uncommitted_write_is_ignored_and_cleared(three_checkpoints: tuple[Path, dict]) -> None:
@@ -190,7 +216,7 @@ def test_a_failed_save_deletes_nothing(tmp_path: Path, monkeypatch: pytest.Monke
         ckpt.save(1)
         ckpt.save(2)
 
-        def broken_disk(path: str, payload: dict) -> dict:
+        def broken_disk(path: str, payload: dict, algorithm: str) -> dict:
             Path(path).write_bytes(b"partial")
             raise OSError(errno.EIO, "Input/output error")
 
@@ -210,7 +236,7 @@ def test_injected_enospc_is_reported_and_stops_when_asked(
     with manager(tmp_path, objects, on_error="stop") as ckpt:
         ckpt.save(1)
 
-        def full_disk(path: str, payload: dict) -> dict:
+        def full_disk(path: str, payload: dict, algorithm: str) -> dict:
             Path(path).write_bytes(b"partial")
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 

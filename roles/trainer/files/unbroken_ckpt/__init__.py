@@ -27,8 +27,9 @@ every registered object's ``state_dict`` (model, optimizer, LR scheduler, GradSc
 ``ResumableBatchSampler`` position, ...), the Python/NumPy/torch-CPU/CUDA RNG states as
 tensors and scalars, the step and epoch, and user extras (tensors, numbers, strings,
 lists, dicts; anything else is refused when saving, not at resume).  The manifest
-(``MANIFEST.json``, format in ``checkpoint_manifest``) records sizes, SHA-256 segment
-hashes, the run configuration and its fingerprint; a resume with a different
+(``MANIFEST.json``, format in ``checkpoint_manifest``) records sizes, per-segment
+checksums (CRC-32 by default, SHA-256 on request), the run configuration and its
+fingerprint; a resume with a different
 configuration fails with ``ConfigMismatchError`` unless explicitly allowed.
 
 Status file schema (``StatusFile``; JSON object, replaced atomically, not fsynced):

@@ -63,7 +63,9 @@ class CheckpointManager:
 
     ``objects`` maps names to things with ``state_dict``/``load_state_dict`` (model,
     optimizer, LR scheduler, GradScaler, data sampler, ...).  ``config`` is the JSON
-    description of the run whose fingerprint must match on resume.
+    description of the run whose fingerprint must match on resume.  ``hash_algorithm``
+    names the per-segment checksum of new checkpoints (``crc32``, the fast default, or
+    ``sha256``); restore verifies whichever one a checkpoint's manifest names.
     """
 
     def __init__(
@@ -78,6 +80,7 @@ class CheckpointManager:
         allow_config_mismatch: bool = False,
         allow_fresh_start: bool = False,
         pause_before_commit: float = 0.0,
+        hash_algorithm: str = fmt.HASH_ALGORITHM,
     ) -> None:
         if keep < 1:
             raise ValueError(
@@ -86,6 +89,12 @@ class CheckpointManager:
         if milestone_every < 0:
             raise ValueError(
                 f"milestone_every must be >= 0 (0 disables milestones), got {milestone_every}"
+            )
+        if hash_algorithm not in fmt.HASH_ALGORITHMS:
+            raise ValueError(
+                "hash_algorithm must be one of {}, got {!r}".format(
+                    ", ".join(sorted(fmt.HASH_ALGORITHMS)), hash_algorithm
+                )
             )
         if on_error not in ON_ERROR_CHOICES:
             raise ValueError(
@@ -102,6 +111,7 @@ class CheckpointManager:
         self.allow_config_mismatch = allow_config_mismatch
         self.allow_fresh_start = allow_fresh_start
         self.pause_before_commit = pause_before_commit
+        self.hash_algorithm = hash_algorithm
         self.last_commit: storage.Commit | None = None
         self.last_error: str | None = None
         self.failures = 0
@@ -279,6 +289,7 @@ class CheckpointManager:
                 self.config,
                 self._writer_info(),
                 pause_before_commit=self.pause_before_commit,
+                algorithm=self.hash_algorithm,
             )
             deleted = storage.rotate(self.directory, job.step, self.keep, self.milestone_every)
             if deleted:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import importlib
 import io
 import itertools
@@ -151,6 +150,7 @@ def write_checkpoint(
     config: dict[str, Any],
     writer: dict[str, Any],
     pause_before_commit: float = 0.0,
+    algorithm: str = fmt.HASH_ALGORITHM,
 ) -> Commit:
     """Write ``payload`` as checkpoint ``step`` following the commit protocol above."""
     started = time.monotonic()
@@ -159,7 +159,7 @@ def write_checkpoint(
     tmp = _scratch_path(directory, fmt.TMP_PREFIX, name)
     try:
         os.mkdir(tmp, 0o755)
-        entry = _write_state(os.path.join(tmp, STATE_FILE), payload)
+        entry = _write_state(os.path.join(tmp, STATE_FILE), payload, algorithm)
         created = time.time()
         manifest = fmt.build_manifest(
             step,
@@ -168,6 +168,7 @@ def write_checkpoint(
             config=config,
             created=created,
             writer=writer,
+            algorithm=algorithm,
         )
         fmt.write_manifest(tmp, manifest)
         fmt.fsync_dir(tmp)
@@ -198,10 +199,11 @@ _FADVISE = getattr(os, "posix_fadvise", None)
 
 
 class _HashingFile(io.RawIOBase):
-    """A write-only file that hashes each segment while the bytes go to the kernel.
+    """A write-only file that checksums each segment while the bytes go to the kernel.
 
     ``torch.save`` hands over tensor storage in large writes; their segments are hashed by
-    a thread pool (``hashlib`` releases the GIL) while this thread runs ``os.write``, so
+    a thread pool (``zlib`` and ``hashlib`` release the GIL) while this thread runs
+    ``os.write``, so
     hashing costs no extra pass over the data.  Each ``write`` waits for its hashes
     before returning, which keeps segment order and the caller's buffer valid.  It also
     keeps the OSError of a failed write: ``torch.save`` reports that as a RuntimeError
@@ -215,8 +217,9 @@ class _HashingFile(io.RawIOBase):
     reports any write error.
     """
 
-    def __init__(self, path: str, pool: ThreadPoolExecutor) -> None:
+    def __init__(self, path: str, pool: ThreadPoolExecutor, algorithm: str) -> None:
         super().__init__()
+        self._algorithm = algorithm
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         self._pool = pool
         self._hashes: list[Any] = []
@@ -267,7 +270,7 @@ class _HashingFile(io.RawIOBase):
         while position < len(view):
             index = offset // segment
             while len(self._hashes) <= index:
-                self._hashes.append(hashlib.new(fmt.HASH_ALGORITHM))
+                self._hashes.append(fmt.new_hasher(self._algorithm))
             piece = view[position : position + segment - offset % segment]
             pieces.append((self._hashes[index], piece))
             position += len(piece)
@@ -283,7 +286,7 @@ class _HashingFile(io.RawIOBase):
             raise
 
     def digests(self) -> list[str]:
-        hashes = self._hashes or [hashlib.new(fmt.HASH_ALGORITHM)]
+        hashes = self._hashes or [fmt.new_hasher(self._algorithm)]
         return [digest.hexdigest() for digest in hashes]
 
     def close(self) -> None:
@@ -295,7 +298,7 @@ class _HashingFile(io.RawIOBase):
 def _without_zip_crc32() -> contextlib.AbstractContextManager[Any]:
     """Skip the CRC32 that ``torch.save``'s zip writer computes over every byte (torch >= 2.7).
 
-    The manifest's SHA-256 already covers every byte, so the CRC is a second pass for
+    The manifest's segment checksums already cover every byte, so the CRC is a second pass for
     nothing: it cost 28 % of ``torch.save`` + fsync on 512 MiB (benchmarks/README.md).
     ``torch.load`` does not need it. Older torch has no switch and keeps computing it.
     """
@@ -308,9 +311,9 @@ def _without_zip_crc32() -> contextlib.AbstractContextManager[Any]:
     return config.patch("save.compute_crc32", False)
 
 
-def _write_state(path: str, payload: dict[str, Any]) -> dict[str, Any]:
+def _write_state(path: str, payload: dict[str, Any], algorithm: str) -> dict[str, Any]:
     with ThreadPoolExecutor(max_workers=fmt.default_threads()) as pool, _without_zip_crc32():
-        raw = _HashingFile(path, pool)
+        raw = _HashingFile(path, pool, algorithm)
         try:
             with io.BufferedWriter(raw, buffer_size=1 << 20) as handle:
                 torch.save(payload, handle)

@@ -4,10 +4,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import pytest
@@ -20,12 +22,18 @@ from ansible_collections.unbroken.training.plugins.module_utils import checkpoin
 from ansible_collections.unbroken.training.plugins.modules import checkpoint_info
 
 
-def make_checkpoint(directory: Path, step: int, data: bytes, created: float | None = None) -> Path:
+def make_checkpoint(
+    directory: Path,
+    step: int,
+    data: bytes,
+    created: float | None = None,
+    algorithm: str = fmt.HASH_ALGORITHM,
+) -> Path:
     """A committed checkpoint written the way the runtime writes one (without torch)."""
     path = directory / fmt.checkpoint_name(step)
     path.mkdir(parents=True)
     (path / "state.pt").write_bytes(data)
-    size, segments = fmt.hash_file(str(path / "state.pt"), segment_size=1024)
+    size, segments = fmt.hash_file(str(path / "state.pt"), 1024, algorithm)
     manifest = fmt.build_manifest(
         step,
         {"state.pt": fmt.file_entry(size, segments)},
@@ -33,6 +41,7 @@ def make_checkpoint(directory: Path, step: int, data: bytes, created: float | No
         config={"hidden": 64},
         created=created,
         segment_size=1024,
+        algorithm=algorithm,
     )
     fmt.write_manifest(str(path), manifest)
     return path
@@ -109,7 +118,7 @@ def test_flipped_bit_needs_hashing_to_be_found(
     assert newest["latest_name"] == "step-000200" and newest["latest"]["verified"]
     assert newest["corrupt"] == ["step-000300"]
     problem = newest["checkpoints"][0]["problems"][0]
-    assert problem.startswith("state.pt: sha256 mismatch in 1 of 6 segment(s), first at byte 2048")
+    assert problem.startswith("state.pt: crc32 mismatch in 1 of 6 segment(s), first at byte 2048")
     assert newest["checkpoints"][2]["verified"] is False  # older ones only size-checked
 
     every = run(monkeypatch, path=str(ckpt_dir), verify="all")
@@ -165,8 +174,51 @@ def test_check_mode_reports_the_same_and_changes_nothing(
         assert normal[key] == checked[key]
 
 
+def test_segment_checksums_are_crc32_by_default_and_sha256_on_request(tmp_path: Path) -> None:
+    data = os.urandom(5000)
+    (tmp_path / "f").write_bytes(data)
+    chunks = [data[i : i + 1024] for i in range(0, len(data), 1024)]
+    assert fmt.HASH_ALGORITHM == "crc32"
+    crc = fmt.hash_file(str(tmp_path / "f"), 1024, threads=3)
+    assert crc == (5000, [format(zlib.crc32(c), "08x") for c in chunks])
+    sha = fmt.hash_file(str(tmp_path / "f"), 1024, "sha256", threads=1)
+    assert sha == (5000, [hashlib.sha256(c).hexdigest() for c in chunks])
+    with pytest.raises(
+        ValueError, match="unknown checksum algorithm 'md5'; use one of crc32, sha256"
+    ):
+        fmt.hash_file(str(tmp_path / "f"), 1024, "md5")
+
+
+def test_sha256_checkpoints_verify_and_a_flipped_bit_names_sha256(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for step in (100, 200):
+        make_checkpoint(tmp_path, step, os.urandom(4000), algorithm="sha256")
+    make_checkpoint(tmp_path, 300, os.urandom(4000))
+    every = run(monkeypatch, path=str(tmp_path), verify="all")
+    assert every["corrupt"] == [] and [c["verified"] for c in every["checkpoints"]] == [True] * 3
+    flip_bit(tmp_path / "step-000200" / "state.pt")
+    every = run(monkeypatch, path=str(tmp_path), verify="all")
+    assert every["corrupt"] == ["step-000200"]
+    assert every["checkpoints"][1]["problems"][0].startswith("state.pt: sha256 mismatch in 1 of 4")
+
+
+def test_manifest_rejects_unknown_algorithms_and_digests_of_the_wrong_length() -> None:
+    with pytest.raises(fmt.ManifestError, match="malformed digest"):
+        fmt.build_manifest(1, {"state.pt": fmt.file_entry(3, ["0" * 64])})
+    with pytest.raises(fmt.ManifestError, match="malformed digest"):
+        fmt.build_manifest(1, {"state.pt": fmt.file_entry(3, ["0" * 8])}, algorithm="sha256")
+    data = json.loads(
+        fmt.dumps_manifest(fmt.build_manifest(1, {"state.pt": fmt.file_entry(3, ["0" * 8])}))
+    )
+    data["hash"]["algorithm"] = "md5"
+    data.pop("digest")
+    with pytest.raises(fmt.ManifestError, match="algorithm 'md5' is not one of crc32, sha256"):
+        fmt.loads_manifest(fmt.dumps_manifest(data))
+
+
 def test_manifest_rejects_unsafe_names_and_other_versions() -> None:
-    entry = fmt.file_entry(3, ["0" * 64])
+    entry = fmt.file_entry(3, ["0" * 8])
     with pytest.raises(fmt.ManifestError, match="unsafe file name"):
         fmt.build_manifest(1, {"../escape": entry})
     data = json.loads(fmt.dumps_manifest(fmt.build_manifest(1, {"state.pt": entry})))
