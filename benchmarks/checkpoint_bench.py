@@ -8,12 +8,13 @@ times (median reported):
 * raw write + fsync of the same number of bytes, plain and with the disk writeback started
   every 64 MiB (what our writer does), and a raw read of them (page cache);
 * ``torch.save`` + fsync; ``torch.distributed.checkpoint.save`` (single process);
-* our synchronous save (hash, manifest, rename, directory fsyncs; every row writes a new
-  file and deletes nothing while timed, so rotation's deletions are left out);
+* our synchronous save (checksums, manifest, rename, directory fsyncs; every row writes a
+  new file and deletes nothing while timed, so rotation's deletions are left out), with
+  the default CRC-32 segment checksums and with SHA-256 (``hash_algorithm="sha256"``);
 * the training stall of our async save (snapshot into reused CPU buffers) and the
   background write it hands off;
-* plain ``torch.load(weights_only=True)`` against our verified restore, and SHA-256
-  verification throughput with one thread (per core) and with the default threads.
+* plain ``torch.load(weights_only=True)`` against our verified restore, and verification
+  throughput (CRC-32 and SHA-256) with one thread (per core) and with the default threads.
 
 Prints a table and writes JSON (--json).  Needs about 3x --size-mb of RAM and of free disk
 in --dir.
@@ -210,9 +211,16 @@ def measure_saves(
     def remove(path: Path) -> Callable[[], None]:
         return lambda: shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
 
-    with CheckpointManager(
-        str(work / "ours"), {"model": Holder(state)}, keep=repeat + 1, async_save=False
-    ) as ckpt:
+    def manager(name: str, algorithm: str) -> CheckpointManager:
+        return CheckpointManager(
+            str(work / name),
+            {"model": Holder(state)},
+            keep=repeat + 1,
+            async_save=False,
+            hash_algorithm=algorithm,
+        )
+
+    with manager("ours", "crc32") as ckpt, manager("ours-sha256", "sha256") as ckpt_sha:
         rows: dict[str, tuple[Callable[[], Any], Callable[[], Any]]] = {
             "raw_write_fsync": (lambda: raw_write(state, raw), remove(raw)),
             "raw_write_writeback_fsync": (
@@ -221,12 +229,14 @@ def measure_saves(
             ),
             "torch_save_fsync": (lambda: torch_save_fsync(state, ts), remove(ts)),
             "ours_sync_save": (lambda: ckpt.save(next(step)), lambda: None),
+            "ours_sync_save_sha256": (lambda: ckpt_sha.save(next(step)), lambda: None),
         }
         results: dict[str, list[float]] = {key: [] for key in rows}
         for _round in range(repeat):
             for key, (fn, setup) in rows.items():
                 results[key] += timed(fn, 1, setup, key)
     raw_wb.unlink(missing_ok=True)
+    shutil.rmtree(work / "ours-sha256")
     # DCP runs after the others, not between them: measured here, whichever row followed
     # dcp.save used 0.1-0.4 CPU-seconds more (work DCP leaves running after it returns).
     results["dcp_save"] = timed(
@@ -242,15 +252,20 @@ def measure_ours(state: dict[str, torch.Tensor], directory: Path, repeat: int) -
     holder = Holder(state)
     newest = max(directory.glob("step-*"))
     state_file = newest / "state.pt"
-    results["verify_1_thread"] = timed(
-        lambda: checkpoint_manifest.hash_file(str(state_file), threads=1),
-        repeat,
-        key="verify_1_thread",
-    )
+    for suffix, algorithm in (("", "crc32"), ("_sha256", "sha256")):
+        results["verify_1_thread" + suffix] = timed(
+            lambda a=algorithm: checkpoint_manifest.hash_file(
+                str(state_file), algorithm=a, threads=1
+            ),
+            repeat,
+            key="verify_1_thread" + suffix,
+        )
+        results["verify_default_threads" + suffix] = timed(
+            lambda a=algorithm: checkpoint_manifest.hash_file(str(state_file), algorithm=a),
+            repeat,
+            key="verify_default_threads" + suffix,
+        )
     results["verify_threads"] = checkpoint_manifest.default_threads()
-    results["verify_default_threads"] = timed(
-        lambda: checkpoint_manifest.hash_file(str(state_file)), repeat, key="verify_default_threads"
-    )
 
     restore_target = Holder({})
     with CheckpointManager(str(directory), {"model": restore_target}, keep=1) as ckpt:
@@ -280,15 +295,18 @@ def report(results: dict[str, Any]) -> dict[str, Any]:
         ("raw write, writeback every 64 MiB, + fsync", "raw_write_writeback_fsync"),
         ("torch.save + fsync", "torch_save_fsync"),
         ("torch.distributed.checkpoint.save", "dcp_save"),
-        ("ours: sync save (hash+manifest+rename+fsyncs)", "ours_sync_save"),
+        ("ours: sync save (crc32+manifest+rename+fsyncs)", "ours_sync_save"),
+        ("ours: sync save, sha256 checksums", "ours_sync_save_sha256"),
         ("ours: async save, training stall (first, allocates)", "ours_async_first_stall"),
         ("ours: async save, training stall", "ours_async_stall"),
         ("ours: async save, until committed", "ours_async_total"),
         ("raw read (page cache)", "raw_read"),
         ("torch.load(weights_only=True)", "torch_load"),
-        ("ours: restore (verify all hashes + load)", "ours_restore"),
-        ("sha256 verify, 1 thread", "verify_1_thread"),
-        (f"sha256 verify, {results['verify_threads']} threads", "verify_default_threads"),
+        ("ours: restore (verify all crc32s + load)", "ours_restore"),
+        ("crc32 verify, 1 thread", "verify_1_thread"),
+        (f"crc32 verify, {results['verify_threads']} threads", "verify_default_threads"),
+        ("sha256 verify, 1 thread", "verify_1_thread_sha256"),
+        (f"sha256 verify, {results['verify_threads']} threads", "verify_default_threads_sha256"),
     ]
     print(f"state: {size / MiB:.0f} MiB of CPU tensors, median of {results['repeat']} runs")
     print(f"load average now: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
@@ -307,6 +325,10 @@ def report(results: dict[str, Any]) -> dict[str, Any]:
         ),
         "async_stall_vs_sync": med["ours_async_stall"] / med["ours_sync_save"],
         "verify_gb_per_s_per_core": size / med["verify_1_thread"] / 1e9,
+        # The same with SHA-256 checksums (hash_algorithm="sha256"), shown without targets.
+        "sha256_sync_vs_torch_save": med["ours_sync_save_sha256"] / med["torch_save_fsync"],
+        "sha256_sync_vs_raw_bandwidth": med["raw_write_fsync"] / med["ours_sync_save_sha256"],
+        "sha256_verify_gb_per_s_per_core": size / med["verify_1_thread_sha256"] / 1e9,
         "restore_vs_torch_load": med["ours_restore"] / med["torch_load"],
     }
     targets = {
