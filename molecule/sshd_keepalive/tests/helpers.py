@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -54,10 +55,13 @@ def reloads(host) -> int:
     return int(out.stdout.strip() or 0)
 
 
-def playbook(*args: str, name: str = "converge.yml") -> subprocess.CompletedProcess:
+def playbook(
+    *args: str, name: str = "converge.yml", extra_env: dict | None = None
+) -> subprocess.CompletedProcess:
     """Run a scenario playbook on the first platform; stdout holds the whole output,
     with whitespace collapsed so messages wrapped by Ansible's display still match."""
     env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_PIPELINING="1")
+    env.update(extra_env or {})
     env["COLUMNS"] = "10000"  # no wrapping (it may split words at hyphens)
     env.setdefault("ANSIBLE_COLLECTIONS_PATH", str(SCENARIO.parents[1] / ".cache/collections"))
     command = [
@@ -86,3 +90,37 @@ def assert_still_serving(host) -> None:
     """sshd answers a fresh key login and its files still give our previous value."""
     assert host.check_output(LOGIN) == "login-ok"
     assert effective(host, "sshd -T")["clientaliveinterval"] == written_interval(host, 60)
+
+
+def playbook_json(*args: str) -> tuple:
+    """Run converge.yml with the JSON callback alone; return (exit status, every task result
+    of the first platform in order as (task name, result), handlers included)."""
+    result = playbook(
+        *args,
+        # The scenario enables profile_tasks, which would print into the JSON; an empty
+        # list is refused, so name the stdout callback itself (loaded once).
+        extra_env={
+            "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
+            "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.json",
+        },
+    )
+    report = json.loads(result.stdout[result.stdout.index("{") :])
+    results = [
+        (task["task"]["name"], task["hosts"][PRIMARY])
+        for play in report["plays"]
+        for task in play["tasks"]
+        if PRIMARY in task["hosts"]
+    ]
+    return result.returncode, results
+
+
+def ran_on_host(results: list) -> list:
+    """The (task name, result) pairs that ran a module on the host: not skipped, and not one
+    of the actions that run on the controller alone."""
+    local = {"set_fact", "assert", "debug", "include_vars", "meta", "include_tasks", "fail"}
+    local |= {f"ansible.builtin.{action}" for action in local | {"validate_argument_spec"}}
+    return [
+        (name, result)
+        for name, result in results
+        if not result.get("skipped") and result.get("action") not in local
+    ]

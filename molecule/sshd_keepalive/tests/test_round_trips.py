@@ -1,0 +1,136 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+# Copyright (c) 2026 unbroken.training contributors
+"""What the role skips on a host that is already right, and that skipping hides nothing.
+
+On an unchanged host the role reads the host once (a probe) plus one configuration read
+per part, and writes, validates and reloads nothing. A hand-edited drop-in is still
+rewritten and re-validated, and a shadowing line is still refused with its file and line
+although none of our files changes. Each test runs converge.yml with the JSON callback and
+looks at which module runs reached the host.
+"""
+
+from __future__ import annotations
+
+import pytest
+from helpers import (
+    CLIENT_DROPIN,
+    DROPIN,
+    LOGIN,
+    PRIMARY,
+    assert_still_serving,
+    effective,
+    playbook,
+    playbook_json,
+    ran_on_host,
+    reloads,
+    snapshot,
+)
+
+testinfra_hosts = [f"ansible://{PRIMARY}"]
+
+READ = "unbroken.training.sshd_config_info"
+WRITES = {
+    "ansible.builtin.template",
+    "ansible.builtin.file",
+    "ansible.builtin.lineinfile",
+    "ansible.builtin.copy",
+    "ansible.builtin.package",
+    "ansible.builtin.apt",
+}
+
+
+def shadow_checks(results: list) -> list:
+    """The shadowing asserts (server and client) that were evaluated, not skipped."""
+    return [
+        result
+        for name, result in results
+        if result.get("action") == "ansible.builtin.assert"
+        and "shadows" in name
+        and not result.get("skipped")
+    ]
+
+
+def test_unchanged_host_is_read_once_and_nothing_is_revalidated(host) -> None:
+    before, reloaded = snapshot(host), reloads(host)
+    status, results = playbook_json()
+    assert status == 0, results[-3:]
+    assert not [name for name, result in results if result.get("changed")]
+    ran = ran_on_host(results)
+    actions = [result["action"] for _, result in ran]
+    # The probe, then the first read of each part, which carries the verdict.
+    assert actions.count("ansible.builtin.shell") == 1, actions
+    reads = [result for _, result in ran if result["action"] == READ]
+    assert len(reads) == 2, actions
+    assert all(read["included"] is True and read["mismatches"] == [] for read in reads)
+    # No write, no sshd -t / ssh-keygen, no reload, no post-reload read or banner wait.
+    assert not WRITES & set(actions), actions
+    assert "ansible.builtin.command" not in actions
+    assert "ansible.builtin.systemd_service" not in actions
+    assert "ansible.builtin.wait_for" not in actions
+    assert len(shadow_checks(results)) == 2, "the shadowing checks must run on every run"
+    assert snapshot(host) == before
+    assert reloads(host) == reloaded
+
+
+SHADOWS = {
+    "server": (
+        "/etc/ssh/sshd_config.d/00-aaa-site.conf",
+        "ClientAliveInterval 0",
+        "/etc/ssh/sshd_config.d/00-aaa-site.conf line 2 sets 'ClientAliveInterval 0' first",
+    ),
+    "client": (
+        "/etc/ssh/ssh_config.d/00-aaa-site.conf",
+        "Host *\\n    ServerAliveInterval 5",
+        "/etc/ssh/ssh_config.d/00-aaa-site.conf line 3 sets 'ServerAliveInterval 5' first",
+    ),
+}
+
+
+@pytest.mark.parametrize("part", list(SHADOWS))
+def test_shadowing_line_is_refused_when_none_of_our_files_changes(host, part: str) -> None:
+    """The first read is the verdict when nothing is written: it must still catch this."""
+    path, line, message = SHADOWS[part]
+    try:
+        host.check_output(f"printf '# site\\n{line}\\n' > {path}")
+        before, reloaded = snapshot(host), reloads(host)
+        status, results = playbook_json()
+        assert status != 0
+        failed = [result for _, result in results if result.get("failed")]
+        assert failed, "the run failed without a failed task"
+        assert message in failed[-1]["msg"], failed[-1]["msg"]
+        actions = [result["action"] for _, result in ran_on_host(results)]
+        assert not WRITES & set(actions), actions
+        assert snapshot(host) == before
+        assert reloads(host) == reloaded
+    finally:
+        host.run(f"rm -f {path}")
+    assert_still_serving(host)
+
+
+def test_hand_edited_dropins_are_rewritten_and_revalidated(host) -> None:
+    host.check_output(f"sed -i 's/^ClientAliveCountMax .*/ClientAliveCountMax 9/' {DROPIN}")
+    host.check_output(f"chmod 0600 {CLIENT_DROPIN}")
+    reloaded = reloads(host)
+    try:
+        status, results = playbook_json()
+    finally:
+        if "ClientAliveCountMax 9" in host.file(DROPIN).content_string:
+            playbook()  # put the host back for the other tests
+    assert status == 0, results[-3:]
+    ran = ran_on_host(results)
+    templates = [result for _, result in ran if result["action"] == "ansible.builtin.template"]
+    assert len(templates) == 2
+    assert all(result["changed"] for result in templates)
+    commands = [result["cmd"] for _, result in ran if result["action"] == "ansible.builtin.command"]
+    assert ["/usr/sbin/sshd", "-t", "-f", "/etc/ssh/sshd_config"] in commands
+    # First reads (2), the candidates of both parts (2) and the read after the reload (1).
+    reads = [result for _, result in ran if result["action"] == READ]
+    assert len(reads) == 5
+    assert "ClientAliveCountMax is 9, expected 3" in reads[0]["mismatches"][0]["message"]
+    assert all(read["mismatches"] == [] for read in reads[2:])
+    assert "ansible.builtin.wait_for" in [result["action"] for _, result in ran]
+    assert reloads(host) == reloaded + 1
+    assert effective(host, "sshd -T")["clientalivecountmax"] == "3"
+    assert host.file(CLIENT_DROPIN).mode == 0o644
+    assert host.check_output("find /etc/ssh -name '*~' | wc -l") == "0"
+    assert host.check_output(LOGIN) == "login-ok"
