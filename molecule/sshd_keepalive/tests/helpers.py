@@ -94,7 +94,7 @@ def assert_still_serving(host) -> None:
 
 def playbook_json(*args: str) -> tuple:
     """Run converge.yml with the JSON callback alone; return (exit status, every task result
-    of the first platform in order as (task name, result), handlers included)."""
+    of the first platform in order, handlers included, each with its task's name as "task")."""
     result = playbook(
         *args,
         # The scenario enables profile_tasks, which would print into the JSON; an empty
@@ -106,7 +106,7 @@ def playbook_json(*args: str) -> tuple:
     )
     report = json.loads(result.stdout[result.stdout.index("{") :])
     results = [
-        (task["task"]["name"], task["hosts"][PRIMARY])
+        dict(task["hosts"][PRIMARY], task=task["task"]["name"])
         for play in report["plays"]
         for task in play["tasks"]
         if PRIMARY in task["hosts"]
@@ -115,12 +115,12 @@ def playbook_json(*args: str) -> tuple:
 
 
 def ran_on_host(results: list) -> list:
-    """The (task name, result) pairs that ran a module on the host: not skipped, and not one
-    of the actions that run on the controller alone."""
+    """The results of module runs on the host: not skipped, and not one of the actions that
+    run on the controller alone."""
     local = {"set_fact", "assert", "debug", "include_vars", "meta", "include_tasks", "fail"}
     local |= {f"ansible.builtin.{action}" for action in local | {"validate_argument_spec"}}
     return [
-        (name, result)
-        for name, result in results
+        result
+        for result in results
         if not result.get("skipped") and result.get("action") not in local
     ]

@@ -43,9 +43,9 @@ def shadow_checks(results: list) -> list:
     """The shadowing asserts (server and client) that were evaluated, not skipped."""
     return [
         result
-        for name, result in results
+        for result in results
         if result.get("action") == "ansible.builtin.assert"
-        and "shadows" in name
+        and "shadows" in result["task"]
         and not result.get("skipped")
     ]
 
@@ -54,12 +54,12 @@ def test_unchanged_host_is_read_once_and_nothing_is_revalidated(host) -> None:
     before, reloaded = snapshot(host), reloads(host)
     status, results = playbook_json()
     assert status == 0, results[-3:]
-    assert not [name for name, result in results if result.get("changed")]
+    assert not [result["task"] for result in results if result.get("changed")]
     ran = ran_on_host(results)
-    actions = [result["action"] for _, result in ran]
+    actions = [result["action"] for result in ran]
     # The probe, then the first read of each part, which carries the verdict.
     assert actions.count("ansible.builtin.shell") == 1, actions
-    reads = [result for _, result in ran if result["action"] == READ]
+    reads = [result for result in ran if result["action"] == READ]
     assert len(reads) == 2, actions
     assert all(read["included"] is True and read["mismatches"] == [] for read in reads)
     # No write, no sshd -t / ssh-keygen, no reload, no post-reload read or banner wait.
@@ -95,10 +95,10 @@ def test_shadowing_line_is_refused_when_none_of_our_files_changes(host, part: st
         before, reloaded = snapshot(host), reloads(host)
         status, results = playbook_json()
         assert status != 0
-        failed = [result for _, result in results if result.get("failed")]
+        failed = [result for result in results if result.get("failed")]
         assert failed, "the run failed without a failed task"
         assert message in failed[-1]["msg"], failed[-1]["msg"]
-        actions = [result["action"] for _, result in ran_on_host(results)]
+        actions = [result["action"] for result in ran_on_host(results)]
         assert not WRITES & set(actions), actions
         assert snapshot(host) == before
         assert reloads(host) == reloaded
@@ -118,17 +118,17 @@ def test_hand_edited_dropins_are_rewritten_and_revalidated(host) -> None:
             playbook()  # put the host back for the other tests
     assert status == 0, results[-3:]
     ran = ran_on_host(results)
-    templates = [result for _, result in ran if result["action"] == "ansible.builtin.template"]
+    templates = [result for result in ran if result["action"] == "ansible.builtin.template"]
     assert len(templates) == 2
     assert all(result["changed"] for result in templates)
-    commands = [result["cmd"] for _, result in ran if result["action"] == "ansible.builtin.command"]
+    commands = [result["cmd"] for result in ran if result["action"] == "ansible.builtin.command"]
     assert ["/usr/sbin/sshd", "-t", "-f", "/etc/ssh/sshd_config"] in commands
     # First reads (2), the candidates of both parts (2) and the read after the reload (1).
-    reads = [result for _, result in ran if result["action"] == READ]
+    reads = [result for result in ran if result["action"] == READ]
     assert len(reads) == 5
     assert "ClientAliveCountMax is 9, expected 3" in reads[0]["mismatches"][0]["message"]
     assert all(read["mismatches"] == [] for read in reads[2:])
-    assert "ansible.builtin.wait_for" in [result["action"] for _, result in ran]
+    assert "ansible.builtin.wait_for" in [result["action"] for result in ran]
     assert reloads(host) == reloaded + 1
     assert effective(host, "sshd -T")["clientalivecountmax"] == "3"
     assert host.file(CLIENT_DROPIN).mode == 0o644
