@@ -203,18 +203,21 @@ class _HashingFile(io.RawIOBase):
 
     ``torch.save`` hands over tensor storage in large writes; their segments are hashed by
     a thread pool (``zlib`` and ``hashlib`` release the GIL) while this thread runs
-    ``os.write``, so
-    hashing costs no extra pass over the data.  Each ``write`` waits for its hashes
+    ``os.write``, so hashing costs no extra pass over the data.  Each ``write`` waits for its hashes
     before returning, which keeps segment order and the caller's buffer valid.  It also
     keeps the OSError of a failed write: ``torch.save`` reports that as a RuntimeError
     ("unexpected pos") without errno, hiding that the disk is full.
 
-    Every ``_WRITEBACK_EVERY`` bytes it asks the kernel to start writing the range just
-    written back to disk (``POSIX_FADV_DONTNEED`` starts an asynchronous writeback of dirty
-    pages on Linux and drops the clean ones, which a checkpoint never re-reads). The disk
-    then works while ``torch.save`` and the hashes produce the next bytes, instead of the
-    whole file waiting for the final ``fsync``; that ``fsync`` still makes it durable and
-    reports any write error.
+    Every ``_WRITEBACK_EVERY`` bytes it gives ``POSIX_FADV_DONTNEED`` for everything
+    written so far.  On Linux that starts an asynchronous writeback of the dirty pages
+    (the range just written), so the disk works while ``torch.save`` and the checksums
+    produce the next bytes instead of the whole file waiting for the final ``fsync``, and
+    it drops the pages already written back, which a checkpoint never re-reads.  Without
+    the drop, the page cache fills with old checkpoints and each later ``write`` first has
+    to reclaim memory: measured side by side on 512 MiB, files kept as rotation keeps
+    them, 0.31-0.33 s and 0.31-0.37 CPU-s per save against 0.35-0.39 s and 0.44-0.51
+    CPU-s when only the new range was advised.  The closing ``fsync`` still makes the
+    file durable and reports any write error.
     """
 
     def __init__(self, path: str, pool: ThreadPoolExecutor, algorithm: str) -> None:
@@ -256,12 +259,7 @@ class _HashingFile(io.RawIOBase):
         # Advice only: if refused, the closing fsync writes whatever is left.
         if _FADVISE is not None:
             with contextlib.suppress(OSError):
-                _FADVISE(
-                    self._fd,
-                    self._written_back,
-                    self.size - self._written_back,
-                    os.POSIX_FADV_DONTNEED,
-                )
+                _FADVISE(self._fd, 0, self.size, os.POSIX_FADV_DONTNEED)
         self._written_back = self.size
 
     def _pieces(self, view: memoryview) -> list[tuple[Any, memoryview]]:
