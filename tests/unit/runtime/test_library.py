@@ -430,6 +430,75 @@ def test_every_rng_is_restored_through_a_weights_only_round_trip(tmp_path: Path)
     assert torch.equal(before[2], after[2])
 
 
+class CudaStandIn:
+    """Stands in for ``torch.cuda`` on this GPU-less machine: two devices' RNG states.
+
+    Only the calls ``unbroken_ckpt.rng`` makes; the real CUDA generators are not exercised.
+    """
+
+    def __init__(self, devices: int) -> None:
+        self.states = [torch.randint(0, 255, (16,), dtype=torch.uint8) for _d in range(devices)]
+        self.restored: list[torch.Tensor] | None = None
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: len(self.states))
+        monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: list(self.states))
+        monkeypatch.setattr(torch.cuda, "set_rng_state_all", self._set)
+
+    def _set(self, states: list[torch.Tensor]) -> None:
+        self.restored = list(states)
+
+
+def test_cuda_rng_states_are_captured_and_restored_per_device(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With (stand-in) CUDA, every device's generator state round-trips weights_only."""
+    gpus = CudaStandIn(2)
+    gpus.install(monkeypatch)
+    torch.save(capture_rng(), tmp_path / "rng.pt")
+    saved = [s.clone() for s in gpus.states]
+    gpus.states = [torch.zeros(16, dtype=torch.uint8)] * 2  # the generators moved on
+    restore_rng(torch.load(tmp_path / "rng.pt", weights_only=True))
+    assert gpus.restored is not None and len(gpus.restored) == 2
+    assert all(torch.equal(a, b) for a, b in zip(gpus.restored, saved))
+
+    fewer = CudaStandIn(1)  # resumed on a host with fewer GPUs: not restored, said so
+    fewer.install(monkeypatch)
+    with caplog.at_level(logging.WARNING, "unbroken_ckpt"):
+        restore_rng(torch.load(tmp_path / "rng.pt", weights_only=True))
+    assert fewer.restored is None
+    assert "CUDA RNG states for 2 device(s), this process sees 1; not restored" in caplog.text
+
+
+def test_grad_scaler_state_is_restored_exactly(tmp_path: Path) -> None:
+    """An enabled GradScaler (CPU AMP here) resumes with its scale and growth tracker."""
+    torch.manual_seed(0)
+    model = nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12, growth_interval=10)
+    for step in range(5):
+        loss = model(torch.randn(8, 4)).pow(2).mean()
+        if step == 1:
+            loss = loss * float("inf")  # an overflow: the scaler backs off and skips the step
+        optimizer.zero_grad()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    expected = scaler.state_dict()
+    assert (expected["scale"], expected["_growth_tracker"]) == (2.0**11, 3)
+    objects = {"model": model, "optimizer": optimizer, "scaler": scaler}
+    with manager(tmp_path, objects) as ckpt:
+        ckpt.save(5)
+    fresh = torch.amp.GradScaler("cpu", init_scale=1.0, growth_interval=10)
+    resumed = {"model": nn.Linear(4, 2), "optimizer": None, "scaler": fresh}
+    resumed["optimizer"] = torch.optim.SGD(resumed["model"].parameters(), lr=0.1)
+    with manager(tmp_path, resumed) as ckpt:
+        assert ckpt.restore() is not None
+    assert fresh.state_dict() == expected
+
+
 def test_sampler_resumes_with_the_same_next_batch() -> None:
     sampler = ResumableBatchSampler(40, 8, seed=5)
     for _i in range(7):  # into the second epoch
