@@ -107,39 +107,21 @@ def timed(
     return times
 
 
-def fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def raw_write(state: dict[str, torch.Tensor], path: Path) -> None:
+def raw_write(state: dict[str, torch.Tensor], path: Path, advise_every: int | None = None) -> None:
+    """``os.write`` the tensors' bytes, then fsync; with ``advise_every``, advise
+    ``POSIX_FADV_DONTNEED`` over everything written so far each time that many bytes more
+    are written, as our writer does (writeback starts early, written-back pages leave)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        for tensor in state.values():
-            view = memoryview(tensor.numpy()).cast("B")
-            while view:
-                view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def raw_write_early_writeback(state: dict[str, torch.Tensor], path: Path) -> None:
-    """The same bytes, asking the kernel to start writeback every 64 MiB, then fsync."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        written = started = 0
+        written = advised = 0
         for tensor in state.values():
             view = memoryview(tensor.numpy()).cast("B")
             while view:
                 count = os.write(fd, view)
                 view, written = view[count:], written + count
-            if written - started >= 64 * MiB:
-                os.posix_fadvise(fd, started, written - started, os.POSIX_FADV_DONTNEED)
-                started = written
+            if advise_every is not None and written - advised >= advise_every:
+                os.posix_fadvise(fd, 0, written, os.POSIX_FADV_DONTNEED)
+                advised = written
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -155,7 +137,7 @@ def raw_read(path: Path, size: int) -> None:
 
 def torch_save_fsync(state: dict[str, torch.Tensor], path: Path) -> None:
     torch.save(state, path)
-    fsync_path(path)
+    checkpoint_manifest.fsync_dir(str(path))  # any path: opens it read-only and fsyncs
 
 
 def dcp_save(state: dict[str, torch.Tensor], path: Path) -> None:
@@ -224,7 +206,7 @@ def measure_saves(
         rows: dict[str, tuple[Callable[[], Any], Callable[[], Any]]] = {
             "raw_write_fsync": (lambda: raw_write(state, raw), remove(raw)),
             "raw_write_writeback_fsync": (
-                lambda: raw_write_early_writeback(state, raw_wb),
+                lambda: raw_write(state, raw_wb, advise_every=64 * MiB),
                 remove(raw_wb),
             ),
             "torch_save_fsync": (lambda: torch_save_fsync(state, ts), remove(ts)),
