@@ -325,6 +325,24 @@ def test_stop_waits_for_the_main_process_to_exit_not_to_be_reaped() -> None:
     assert not helper.process_alive(child.pid)
 
 
+def test_stop_returns_only_after_the_units_main_process_exited(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``stop`` waits for $MAINPID after docker stop, so systemd does not SIGTERM it."""
+    helper = _load_helper()
+    main = subprocess.Popen(["sleep", "0.5"])  # the attached docker run, exiting a bit later
+    stopped = subprocess.CompletedProcess(["docker", "stop"], 0, "demo\n", "")
+    monkeypatch.setattr(helper, "docker_binary", lambda: "docker")
+    monkeypatch.setattr(helper.subprocess, "run", lambda *_args, **_kwargs: stopped)
+    monkeypatch.setenv("MAINPID", str(main.pid))
+    try:
+        helper.stop_job({"name": "demo", "container": "demo", "stop_budget": 5, "stop_timeout": 15})
+        assert not helper.process_alive(main.pid)
+    finally:
+        main.kill()
+        main.wait()
+
+
 def test_stop_gives_up_waiting_for_a_main_process_that_does_not_exit() -> None:
     helper = _load_helper()
     child = subprocess.Popen(["sleep", "30"])
