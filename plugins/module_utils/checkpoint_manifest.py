@@ -108,7 +108,7 @@ class _Crc32:
 
 def new_hasher(algorithm: str) -> Any:
     """Return a fresh ``update``/``hexdigest`` object for a segment checksum algorithm."""
-    if algorithm not in HASH_ALGORITHMS:
+    if not isinstance(algorithm, str) or algorithm not in HASH_ALGORITHMS:
         raise ValueError(
             "unknown checksum algorithm {!r}; use one of {}".format(
                 algorithm, ", ".join(sorted(HASH_ALGORITHMS))
@@ -246,7 +246,7 @@ def _check_structure(manifest: Mapping[str, Any]) -> None:
         raise ManifestError(f"manifest step must be a non-negative integer, got {step!r}")
     hash_info = manifest.get("hash")
     algorithm = hash_info.get("algorithm") if isinstance(hash_info, dict) else None
-    if not isinstance(hash_info, dict) or algorithm not in HASH_ALGORITHMS:
+    if not isinstance(algorithm, str) or algorithm not in HASH_ALGORITHMS:
         raise ManifestError(
             "manifest hash algorithm {!r} is not one of {}".format(
                 algorithm, ", ".join(sorted(HASH_ALGORITHMS))

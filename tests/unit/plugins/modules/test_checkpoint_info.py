@@ -215,6 +215,9 @@ def test_manifest_rejects_unknown_algorithms_and_digests_of_the_wrong_length() -
     data.pop("digest")
     with pytest.raises(fmt.ManifestError, match="algorithm 'md5' is not one of crc32, sha256"):
         fmt.loads_manifest(fmt.dumps_manifest(data))
+    data["hash"]["algorithm"] = ["crc32"]  # not even a name: refused, not a TypeError
+    with pytest.raises(fmt.ManifestError, match=r"algorithm \['crc32'\] is not one of"):
+        fmt.loads_manifest(fmt.dumps_manifest(data))
 
 
 def test_manifest_rejects_unsafe_names_and_other_versions() -> None:
