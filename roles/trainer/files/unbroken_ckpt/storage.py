@@ -227,7 +227,7 @@ class _HashingFile(io.RawIOBase):
         self._pool = pool
         self._hashes: list[Any] = []
         self.size = 0
-        self._written_back = 0
+        self._advised = 0
         self.error: OSError | None = None
 
     def writable(self) -> bool:
@@ -251,7 +251,7 @@ class _HashingFile(io.RawIOBase):
                 for future in pending:
                     future.result()
         self.size += len(view)
-        if self.size - self._written_back >= _WRITEBACK_EVERY:
+        if self.size - self._advised >= _WRITEBACK_EVERY:
             self._start_writeback()
         return len(view)
 
@@ -260,7 +260,7 @@ class _HashingFile(io.RawIOBase):
         if _FADVISE is not None:
             with contextlib.suppress(OSError):
                 _FADVISE(self._fd, 0, self.size, os.POSIX_FADV_DONTNEED)
-        self._written_back = self.size
+        self._advised = self.size
 
     def _pieces(self, view: memoryview) -> list[tuple[Any, memoryview]]:
         segment = fmt.SEGMENT_SIZE
