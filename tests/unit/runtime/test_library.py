@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -370,6 +371,105 @@ def test_async_save_writes_the_state_of_its_step_not_later_updates(tmp_path: Pat
     assert commit is not None and commit.step == 3
     saved = load_state_file(str(tmp_path / "step-000003" / "state.pt"))
     assert_bitwise_equal(dict(expected), dict(saved["objects"]["model"]))
+
+
+def _slow_fill(monkeypatch: pytest.MonkeyPatch, seconds: float = 0.3) -> list[int]:
+    """Make the writer's deferred copy start late; return the sizes of what it copied."""
+    from unbroken_ckpt import manager as manager_module
+
+    real_fill, copied = manager_module.fill, []
+
+    def fill(pending: list) -> None:
+        time.sleep(seconds)
+        copied.extend(source.numel() for _buffer, source in pending)
+        real_fill(pending)
+
+    monkeypatch.setattr(manager_module, "fill", fill)
+    return copied
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict:
+    state = optimizer.state_dict()["state"]
+    return {(i, k): v.clone() for i, s in state.items() for k, v in s.items()}
+
+
+def test_overlapped_copy_saves_the_state_from_before_the_next_optimizer_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The parameters and Adam's state are copied by the writer thread; the next step's
+    optimizer.step() must wait for that copy, so the checkpoint holds the saved step."""
+    copied = _slow_fill(monkeypatch)
+    objects = make_objects()
+    train(objects, 3)
+    expected, expected_optimizer = weights(objects), _optimizer_tensors(objects["optimizer"])
+    with manager(tmp_path, objects, async_save=True, overlap_copy=True) as ckpt:
+        assert ckpt.save(3) is None
+        train(objects, 2)  # forward and backward overlap the copy; step() waits for it
+        assert ckpt.last_copy_wait > 0
+        commit = ckpt.wait()
+    assert commit is not None and commit.step == 3
+    params = sum(p.numel() for p in objects["model"].parameters())
+    assert sum(copied) == 3 * params + 4  # params, exp_avg, exp_avg_sq and 4 step counters
+    saved = load_state_file(str(tmp_path / "step-000003" / "state.pt"))
+    assert_bitwise_equal(dict(expected), dict(saved["objects"]["model"]))
+    saved_optimizer = saved["objects"]["optimizer"]["state"]
+    assert {(i, k): v for i, s in saved_optimizer.items() for k, v in s.items()}.keys() == (
+        expected_optimizer.keys()
+    )
+    for (index, key), value in expected_optimizer.items():
+        assert torch.equal(saved_optimizer[index][key], value), (index, key)
+
+
+def test_overlapped_copy_takes_what_the_optimizer_does_not_own_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Buffers (changed by forward) and frozen parameters are not guarded by the optimizer
+    step, so save() copies them itself."""
+    _slow_fill(monkeypatch)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 2))
+    model[2].weight.requires_grad_(False)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    objects = {"model": model, "optimizer": optimizer}
+    model(torch.randn(16, 4)).sum().backward()
+    optimizer.step()
+    expected = {k: v.clone() for k, v in model.state_dict().items()}
+    with manager(tmp_path, objects, async_save=True, overlap_copy=True) as ckpt:
+        ckpt.save(1)
+        with torch.no_grad():
+            model[1].running_mean.fill_(42.0)
+            model[2].weight.fill_(42.0)
+        ckpt.wait()
+    saved = load_state_file(str(tmp_path / "step-000001" / "state.pt"))
+    assert_bitwise_equal(expected, dict(saved["objects"]["model"]))
+
+
+def test_a_failed_overlapped_copy_releases_the_optimizer_and_is_raised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from unbroken_ckpt import manager as manager_module
+
+    def fill(pending: list) -> None:
+        raise RuntimeError("copy failed")
+
+    monkeypatch.setattr(manager_module, "fill", fill)
+    objects = make_objects()
+    ckpt = manager(tmp_path, objects, async_save=True, overlap_copy=True).open()
+    ckpt.save(1)
+    train(objects, 1)  # must not hang on the failed copy
+    with pytest.raises(RuntimeError, match="copy failed"):
+        ckpt.wait()
+    ckpt.close()
+    assert _names(tmp_path) == []
+
+
+def test_the_optimizer_hook_goes_with_close(tmp_path: Path) -> None:
+    objects = make_objects()
+    optimizer = objects["optimizer"]
+    before = len(optimizer._optimizer_step_pre_hooks)
+    with manager(tmp_path, objects, async_save=True, overlap_copy=True):
+        assert len(optimizer._optimizer_step_pre_hooks) == before + 1
+    assert len(optimizer._optimizer_step_pre_hooks) == before
 
 
 def test_save_skips_the_zip_crc32_the_manifest_makes_redundant(tmp_path: Path) -> None:

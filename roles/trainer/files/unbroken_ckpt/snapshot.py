@@ -6,12 +6,15 @@ Only values that ``torch.load(weights_only=True)`` accepts may be saved, so the 
 runs when saving rather than failing at resume time.  For asynchronous saves every
 tensor is copied into CPU buffers that are reused from one checkpoint to the next:
 a fresh allocation costs page faults (about 5x the copy itself for 512 MB measured
-here), a reused buffer only the copy.
+here), a reused buffer only the copy.  The copy of chosen tensors can be deferred: their
+buffers are placed in the snapshot at once and filled later (``fill``), by a thread that
+runs while training goes on.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -55,19 +58,49 @@ def tensor_bytes(value: Any) -> int:
     return 0
 
 
+Pending = list[tuple[torch.Tensor, torch.Tensor]]
+"""(buffer, source) pairs whose copy was deferred."""
+
+
+def fill(pending: Pending) -> None:
+    """Copy each deferred source into its buffer."""
+    for buffer, source in pending:
+        buffer.copy_(source)
+
+
 class SnapshotBuffers:
     """CPU copies of a state structure, with buffers reused between snapshots."""
 
     def __init__(self, pin_memory: bool = False) -> None:
         self._buffers: dict[tuple[Any, ...], torch.Tensor] = {}
         self._pin = pin_memory and torch.cuda.is_available()
+        self._defer: Callable[[torch.Tensor], bool] | None = None
+        self._pending: Pending = []
 
     def copy(self, value: Any) -> Any:
         """Return a copy of ``value`` whose tensors live in this object's CPU buffers."""
-        copied = self._copy(value, ())
+        copied, pending = self.copy_deferred(value, None)
+        assert not pending
+        return copied
+
+    def copy_deferred(
+        self, value: Any, defer: Callable[[torch.Tensor], bool] | None
+    ) -> tuple[Any, Pending]:
+        """Like ``copy``, but tensors for which ``defer`` is true are not copied yet.
+
+        Their buffers are in the returned structure; the returned pairs say what to copy
+        into them (``fill``), which must happen before the sources change.  Only CPU
+        tensors are deferred: a tensor on a GPU is always copied here.
+        """
+        self._defer, self._pending = defer, []
+        try:
+            copied = self._copy(value, ())
+            pending = self._pending
+        finally:
+            self._defer, self._pending = None, []
         if self._pin:
             torch.cuda.synchronize()
-        return copied
+        return copied, pending
 
     def _copy(self, value: Any, key: tuple[Any, ...]) -> Any:
         if isinstance(value, torch.Tensor):
@@ -89,7 +122,10 @@ class SnapshotBuffers:
             pin = self._pin and source.is_cuda
             buffer = torch.empty(source.shape, dtype=source.dtype, device="cpu", pin_memory=pin)
             self._buffers[key] = buffer
-        buffer.copy_(source, non_blocking=self._pin and source.is_cuda)
+        if self._defer is not None and source.device.type == "cpu" and self._defer(source):
+            self._pending.append((buffer, source))
+        else:
+            buffer.copy_(source, non_blocking=self._pin and source.is_cuda)
         return buffer
 
     def clear(self) -> None:
