@@ -107,6 +107,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="save in the training thread",
     )
     add(
+        "--overlap-copy",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="with --async, copy the parameters and optimizer state while the next step's "
+        "forward and backward run (the optimizer step waits for the copy)",
+    )
+    add(
         "--on-save-error",
         choices=("continue", "stop"),
         default="continue",
@@ -445,6 +452,7 @@ def main(argv: list[str] | None = None) -> int:
         allow_fresh_start=args.allow_fresh_start,
         pause_before_commit=args.inject_save_pause,
         hash_algorithm=args.checksum,
+        overlap_copy=args.overlap_copy,
     )
     LOG.info(
         "training on %s: %d steps, checkpoint every %d into %s",
