@@ -22,6 +22,11 @@ Usage::
                 ckpt.save(step, extras={...})     # async: copies to CPU, writes in background
         ckpt.save(step, blocking=True)            # final / on signal
 
+``CheckpointManager(..., overlap_copy=True)`` moves the copy of the parameters and the
+optimizer state out of ``save()``: the writer thread copies them while the next forward
+and backward run, and the optimizer's ``step()`` waits for it.  Use it when only
+``optimizer.step()`` changes parameters in place (``train.py`` does).
+
 What a checkpoint holds (``state.pt``, loaded with ``torch.load(weights_only=True)``):
 every registered object's ``state_dict`` (model, optimizer, LR scheduler, GradScaler,
 ``ResumableBatchSampler`` position, ...), the Python/NumPy/torch-CPU/CUDA RNG states as
