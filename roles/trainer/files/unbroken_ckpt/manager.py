@@ -292,10 +292,14 @@ class CheckpointManager:
             args=(job, pending, snapshot, nbytes, epoch),
             name=f"unbroken-ckpt-writer-{step}",
         )
-        self._job = job
         if pending:
             self._copied.clear()
-        job.thread.start()
+        try:
+            job.thread.start()
+        except BaseException:
+            self._copied.set()  # no thread will copy: the optimizer must not wait for it
+            raise
+        self._job = job
         return None
 
     # -- overlapped copy -----------------------------------------------------------
