@@ -74,6 +74,28 @@ def test_check_diff_shows_the_change_and_changes_nothing(host) -> None:
     assert_still_serving(host)
 
 
+def test_check_mode_without_openssh_server_says_so_and_changes_nothing(host) -> None:
+    """A host without the server package, in check mode: the install can only be predicted,
+    so nothing can be read or validated yet. The role must say so and succeed, not fail on
+    the missing sshd_config; a real run then installs, configures and serves again."""
+    if host.system_info.distribution not in ("debian", "ubuntu"):
+        pytest.skip("removes the package with dpkg")
+    host.run_expect([0], "dpkg --purge openssh-server")
+    try:
+        assert not host.file("/etc/ssh/sshd_config").exists
+        before = snapshot(host)
+        result = playbook("--check", "--diff")
+        assert result.returncode == 0, result.stdout[-3000:]
+        assert "Check mode: openssh-server would be installed first." in result.stdout
+        assert not host.package("openssh-server").is_installed
+        assert snapshot(host) == before
+    finally:
+        restored = playbook()
+        assert restored.returncode == 0, restored.stdout[-3000:]
+    assert effective(host, "sshd -T")["clientaliveinterval"] == written_interval(host, 60)
+    assert_still_serving(host)
+
+
 SHADOWS = {
     "line above the Include": (
         "sed -i '1i ClientAliveInterval 0' /etc/ssh/sshd_config",
