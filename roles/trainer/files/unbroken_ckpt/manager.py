@@ -280,11 +280,11 @@ class CheckpointManager:
         if self._hooks:
             self.last_copy_wait = 0.0
             guarded = self._guarded_storages()
-            snapshot, pending = self._buffers.copy_deferred(
+            snapshot, pending = self._buffers.copy(
                 payload, lambda tensor: _storage_key(tensor) in guarded
             )
         else:
-            snapshot, pending = self._buffers.copy(payload), []
+            snapshot, pending = self._buffers.copy(payload)
         job = _Job(step, threading.current_thread())
         # Not a daemon: interpreter exit waits for a save in flight even without close().
         job.thread = threading.Thread(

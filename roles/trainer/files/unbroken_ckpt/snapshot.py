@@ -74,56 +74,58 @@ class SnapshotBuffers:
     def __init__(self, pin_memory: bool = False) -> None:
         self._buffers: dict[tuple[Any, ...], torch.Tensor] = {}
         self._pin = pin_memory and torch.cuda.is_available()
-        self._defer: Callable[[torch.Tensor], bool] | None = None
-        self._pending: Pending = []
 
-    def copy(self, value: Any) -> Any:
-        """Return a copy of ``value`` whose tensors live in this object's CPU buffers."""
-        copied, pending = self.copy_deferred(value, None)
-        assert not pending
-        return copied
-
-    def copy_deferred(
-        self, value: Any, defer: Callable[[torch.Tensor], bool] | None
+    def copy(
+        self, value: Any, defer: Callable[[torch.Tensor], bool] | None = None
     ) -> tuple[Any, Pending]:
-        """Like ``copy``, but tensors for which ``defer`` is true are not copied yet.
+        """Return a copy of ``value`` whose tensors live in this object's CPU buffers.
 
-        Their buffers are in the returned structure; the returned pairs say what to copy
-        into them (``fill``), which must happen before the sources change.  Only CPU
-        tensors are deferred: a tensor on a GPU is always copied here.
+        CPU tensors for which ``defer`` is true are not copied yet: their buffers are in
+        the returned structure, and the returned pairs say what to copy into them
+        (``fill``), which must happen before the sources change.  A tensor on a GPU is
+        always copied here.
         """
-        self._defer, self._pending = defer, []
-        try:
-            copied = self._copy(value, ())
-            pending = self._pending
-        finally:
-            self._defer, self._pending = None, []
+        pending: Pending = []
+        copied = self._copy(value, (), defer, pending)
         if self._pin:
             torch.cuda.synchronize()
         return copied, pending
 
-    def _copy(self, value: Any, key: tuple[Any, ...]) -> Any:
+    def _copy(
+        self,
+        value: Any,
+        key: tuple[Any, ...],
+        defer: Callable[[torch.Tensor], bool] | None,
+        pending: Pending,
+    ) -> Any:
+        how = (defer, pending)
         if isinstance(value, torch.Tensor):
-            return self._copy_tensor(value, key)
+            return self._copy_tensor(value, key, *how)
         if isinstance(value, OrderedDict):
-            return OrderedDict((k, self._copy(v, (*key, k))) for k, v in value.items())
+            return OrderedDict((k, self._copy(v, (*key, k), *how)) for k, v in value.items())
         if isinstance(value, dict):
-            return {k: self._copy(v, (*key, k)) for k, v in value.items()}
+            return {k: self._copy(v, (*key, k), *how) for k, v in value.items()}
         if isinstance(value, list):
-            return [self._copy(v, (*key, i)) for i, v in enumerate(value)]
+            return [self._copy(v, (*key, i), *how) for i, v in enumerate(value)]
         if isinstance(value, tuple) and not isinstance(value, torch.Size):
-            return tuple(self._copy(v, (*key, i)) for i, v in enumerate(value))
+            return tuple(self._copy(v, (*key, i), *how) for i, v in enumerate(value))
         return value
 
-    def _copy_tensor(self, tensor: torch.Tensor, key: tuple[Any, ...]) -> torch.Tensor:
+    def _copy_tensor(
+        self,
+        tensor: torch.Tensor,
+        key: tuple[Any, ...],
+        defer: Callable[[torch.Tensor], bool] | None,
+        pending: Pending,
+    ) -> torch.Tensor:
         source = tensor.detach()
         buffer = self._buffers.get(key)
         if buffer is None or buffer.shape != source.shape or buffer.dtype != source.dtype:
             pin = self._pin and source.is_cuda
             buffer = torch.empty(source.shape, dtype=source.dtype, device="cpu", pin_memory=pin)
             self._buffers[key] = buffer
-        if self._defer is not None and source.device.type == "cpu" and self._defer(source):
-            self._pending.append((buffer, source))
+        if defer is not None and source.device.type == "cpu" and defer(source):
+            pending.append((buffer, source))
         else:
             buffer.copy_(source, non_blocking=self._pin and source.is_cuda)
         return buffer
