@@ -344,9 +344,8 @@ def measure_training(size_mb: int, directory: Path, repeat: int, steps: int) -> 
                 results[f"{mode}_in_flight_after"].append(float(ckpt.in_flight))
                 ckpt.wait()
                 results[f"{mode}_until_committed"].append(time.perf_counter() - start)
-    results["training_state_bytes"] = sum(
-        t.numel() * t.element_size() for t in model.parameters()
-    ) + sum(s["momentum_buffer"].numel() * 4 for s in optimizer.state.values())
+    momentum = {str(i): s["momentum_buffer"] for i, s in enumerate(optimizer.state.values())}
+    results["training_state_bytes"] = nbytes(model.state_dict()) + nbytes(momentum)
     return results
 
 
