@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from collections.abc import Iterator
@@ -463,13 +464,29 @@ def test_a_failed_overlapped_copy_releases_the_optimizer_and_is_raised(
     assert _names(tmp_path) == []
 
 
+def _step_in_thread(optimizer: torch.optim.Optimizer) -> threading.Thread:
+    stepping = threading.Thread(target=optimizer.step, daemon=True)
+    stepping.start()
+    return stepping
+
+
 def test_the_optimizer_hook_goes_with_close(tmp_path: Path) -> None:
+    """While the manager is open, a step waits for a pending copy; after close() no step
+    waits on the manager any more, even with a copy marked pending."""
     objects = make_objects()
     optimizer = objects["optimizer"]
-    before = len(optimizer._optimizer_step_pre_hooks)
-    with manager(tmp_path, objects, async_save=True, overlap_copy=True):
-        assert len(optimizer._optimizer_step_pre_hooks) == before + 1
-    assert len(optimizer._optimizer_step_pre_hooks) == before
+    with manager(tmp_path, objects, async_save=True, overlap_copy=True) as ckpt:
+        ckpt._copied.clear()  # as save() leaves it until the writer has copied
+        stepping = _step_in_thread(optimizer)
+        stepping.join(0.5)
+        assert stepping.is_alive(), "the step did not wait for the pending copy"
+        ckpt._copied.set()
+        stepping.join(10)
+        assert not stepping.is_alive()
+    ckpt._copied.clear()
+    stepping = _step_in_thread(optimizer)
+    stepping.join(10)
+    assert not stepping.is_alive(), "the step still waits on a closed manager"
 
 
 def test_save_skips_the_zip_crc32_the_manifest_makes_redundant(tmp_path: Path) -> None:
