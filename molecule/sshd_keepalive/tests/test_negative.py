@@ -198,3 +198,31 @@ def test_slow_probe_compensation_follows_the_switch(host) -> None:
     assert on.returncode == 0, on.stdout[-3000:]
     assert effective(host, "sshd -T")["clientaliveinterval"] == "30"
     assert "OpenSSH 9.2 sends a probe every second interval" in host.file(DROPIN).content_string
+
+
+def test_sshd_that_no_unit_runs_is_reloaded_by_sighup(host) -> None:
+    """An sshd started by hand, as in a container whose command is sshd: no unit is active,
+    so systemd cannot reload it. The role must send it the SIGHUP itself (sshd re-executes
+    under the same PID and logs it), then check that it still answers."""
+    log = "/tmp/sshd-by-hand.log"
+    host.run_expect([0], "systemctl stop ssh.service")
+    host.run("systemctl stop ssh.socket")  # inactive on Debian 12; absent elsewhere
+    host.run_expect([0], f"rm -f {log} && mkdir -p /run/sshd && /usr/sbin/sshd -E {log}")
+    pid = host.file("/run/sshd.pid").content_string.strip()
+    try:
+        assert host.check_output(LOGIN) == "login-ok"
+        result = playbook("-e", "sshd_keepalive_client_alive_interval=45")
+        assert result.returncode == 0, result.stdout[-3000:]
+        assert "Received SIGHUP; restarting." in host.file(log).content_string
+        assert host.file("/run/sshd.pid").content_string.strip() == pid
+        assert host.run(f"kill -0 {pid}").rc == 0
+        assert host.run("systemctl is-active ssh.service").stdout.strip() == "inactive"
+        assert effective(host, "sshd -T")["clientaliveinterval"] == written_interval(host, 45)
+        assert host.check_output(LOGIN) == "login-ok"
+    finally:
+        host.run(f"kill {pid}")  # we started it; the unit needs port 22 back
+        host.run(f"timeout 10 sh -c 'while kill -0 {pid} 2>/dev/null; do sleep 0.1; done'")
+        host.run_expect([0], "systemctl start ssh.service")
+        restored = playbook()
+        assert restored.returncode == 0, restored.stdout[-3000:]
+    assert_still_serving(host)
