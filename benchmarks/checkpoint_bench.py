@@ -148,6 +148,13 @@ def warm_free_memory() -> None:
         scratch.unlink()
 
 
+def same_start() -> None:
+    """What every timed call starts from: no dirty pages of an earlier call left to be
+    written back during it, and warm free memory (see warm_free_memory)."""
+    os.sync()
+    warm_free_memory()
+
+
 def timed(
     fn: Callable[[], Any],
     repeat: int,
@@ -158,8 +165,7 @@ def timed(
     for _round in range(repeat):
         if setup is not None:
             setup()
-        os.sync()  # no dirty pages of an earlier row may be written back during this one
-        warm_free_memory()
+        same_start()
         reported = reported_kib()
         cpu = cpu_now()
         start = time.perf_counter()
@@ -342,8 +348,7 @@ def measure_ours(state: dict[str, torch.Tensor], directory: Path, repeat: int) -
     keep = 2 * repeat + 2  # as in measure_saves: no deletion inside the timed region
     with CheckpointManager(str(directory), {"model": holder}, keep=keep, async_save=True) as ckpt:
         for _round in range(repeat + 1):  # the first one allocates the buffers: reported apart
-            os.sync()
-            warm_free_memory()
+            same_start()
             start = time.perf_counter()
             ckpt.save(next(step))
             stalls.append(time.perf_counter() - start)
@@ -394,16 +399,14 @@ def measure_training(size_mb: int, directory: Path, repeat: int, steps: int) -> 
             train_step()
             ckpt.wait()
         for _round in range(repeat):
-            os.sync()
-            warm_free_memory()
+            same_start()
             start = time.perf_counter()
             for _step in range(steps):
                 train_step()
             baseline = time.perf_counter() - start
             results["train_steps"].append(baseline)
             for mode, ckpt in (("copy_in_save", plain), ("overlap", overlapped)):
-                os.sync()
-                warm_free_memory()
+                same_start()
                 start = time.perf_counter()
                 ckpt.save(next(step))
                 in_save = time.perf_counter() - start
