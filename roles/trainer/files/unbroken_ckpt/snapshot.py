@@ -86,50 +86,50 @@ class SnapshotBuffers:
         always copied here.
         """
         pending: Pending = []
-        copied = self._copy(value, (), defer, pending)
+
+        def copy_tensor(tensor: torch.Tensor, key: tuple[Any, ...]) -> torch.Tensor:
+            source = tensor.detach()
+            buffer = self._buffer_for(source, key)
+            if defer is not None and source.device.type == "cpu" and defer(source):
+                pending.append((buffer, source))
+            else:
+                buffer.copy_(source, non_blocking=self._pin and source.is_cuda)
+            return buffer
+
+        copied = _map_tensors(value, (), copy_tensor)
         if self._pin:
             torch.cuda.synchronize()
         return copied, pending
 
-    def _copy(
-        self,
-        value: Any,
-        key: tuple[Any, ...],
-        defer: Callable[[torch.Tensor], bool] | None,
-        pending: Pending,
-    ) -> Any:
-        how = (defer, pending)
-        if isinstance(value, torch.Tensor):
-            return self._copy_tensor(value, key, *how)
-        if isinstance(value, OrderedDict):
-            return OrderedDict((k, self._copy(v, (*key, k), *how)) for k, v in value.items())
-        if isinstance(value, dict):
-            return {k: self._copy(v, (*key, k), *how) for k, v in value.items()}
-        if isinstance(value, list):
-            return [self._copy(v, (*key, i), *how) for i, v in enumerate(value)]
-        if isinstance(value, tuple) and not isinstance(value, torch.Size):
-            return tuple(self._copy(v, (*key, i), *how) for i, v in enumerate(value))
-        return value
-
-    def _copy_tensor(
-        self,
-        tensor: torch.Tensor,
-        key: tuple[Any, ...],
-        defer: Callable[[torch.Tensor], bool] | None,
-        pending: Pending,
-    ) -> torch.Tensor:
-        source = tensor.detach()
+    def _buffer_for(self, source: torch.Tensor, key: tuple[Any, ...]) -> torch.Tensor:
+        """The reused CPU buffer for the tensor at ``key``, new when its shape or type changed."""
         buffer = self._buffers.get(key)
         if buffer is None or buffer.shape != source.shape or buffer.dtype != source.dtype:
             pin = self._pin and source.is_cuda
             buffer = torch.empty(source.shape, dtype=source.dtype, device="cpu", pin_memory=pin)
             self._buffers[key] = buffer
-        if defer is not None and source.device.type == "cpu" and defer(source):
-            pending.append((buffer, source))
-        else:
-            buffer.copy_(source, non_blocking=self._pin and source.is_cuda)
         return buffer
 
     def clear(self) -> None:
         """Release the buffers (e.g. when the state's shapes change for good)."""
         self._buffers.clear()
+
+
+def _map_tensors(
+    value: Any,
+    key: tuple[Any, ...],
+    on_tensor: Callable[[torch.Tensor, tuple[Any, ...]], torch.Tensor],
+) -> Any:
+    """``value`` with each tensor replaced by ``on_tensor(tensor, key)``, where ``key`` is its
+    path in the structure (dict keys and list/tuple positions); other leaves are kept."""
+    if isinstance(value, torch.Tensor):
+        return on_tensor(value, key)
+    if isinstance(value, OrderedDict):
+        return OrderedDict((k, _map_tensors(v, (*key, k), on_tensor)) for k, v in value.items())
+    if isinstance(value, dict):
+        return {k: _map_tensors(v, (*key, k), on_tensor) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_map_tensors(v, (*key, i), on_tensor) for i, v in enumerate(value)]
+    if isinstance(value, tuple) and not isinstance(value, torch.Size):
+        return tuple(_map_tensors(v, (*key, i), on_tensor) for i, v in enumerate(value))
+    return value
