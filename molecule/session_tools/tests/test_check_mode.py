@@ -11,7 +11,9 @@ from helpers import run_playbook
 
 testinfra_hosts = ["all"]
 
-PACKAGES = ["tmux", "mosh", "screen"]
+# locales too: without it there is no /etc/locale.gen, which locale-gen must not be asked
+# about in check mode (locale_locale_gen.yml's check-mode guard).
+PACKAGES = ["tmux", "mosh", "screen", "locales"]
 MANAGED = ["/usr/local/bin/mosh-server", "/etc/tmux.conf"]
 
 
