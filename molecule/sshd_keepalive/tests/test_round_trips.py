@@ -30,6 +30,7 @@ testinfra_hosts = [f"ansible://{PRIMARY}"]
 
 READ = "unbroken.training.sshd_config_info"
 WRITES = {
+    "unbroken.training.file_content",
     "ansible.builtin.template",
     "ansible.builtin.file",
     "ansible.builtin.lineinfile",
@@ -62,7 +63,7 @@ def test_unchanged_host_is_read_once_and_nothing_is_revalidated(host) -> None:
     reads = [result for result in ran if result["action"] == READ]
     assert len(reads) == 2, actions
     assert all(read["included"] is True and read["mismatches"] == [] for read in reads)
-    # No write, no sshd -t / ssh-keygen, no reload, no post-reload read or banner wait.
+    # No write, no second read / ssh-keygen, no reload or banner wait.
     assert not WRITES & set(actions), actions
     assert "ansible.builtin.command" not in actions
     assert "ansible.builtin.systemd_service" not in actions
@@ -118,16 +119,18 @@ def test_hand_edited_dropins_are_rewritten_and_revalidated(host) -> None:
             playbook()  # put the host back for the other tests
     assert status == 0, results[-3:]
     ran = ran_on_host(results)
-    templates = [result for result in ran if result["action"] == "ansible.builtin.template"]
-    assert len(templates) == 2
-    assert all(result["changed"] for result in templates)
-    commands = [result["cmd"] for result in ran if result["action"] == "ansible.builtin.command"]
-    assert ["/usr/sbin/sshd", "-t", "-f", "/etc/ssh/sshd_config"] in commands
-    # First reads (2), the candidates of both parts (2) and the read after the reload (1).
+    writes = [result for result in ran if result["action"] == "unbroken.training.file_content"]
+    assert len(writes) == 2
+    assert all(result["changed"] for result in writes)
+    # Per part, the first read and the candidate after the write. The server's candidate
+    # is sshd -T of the whole configuration: the validation (sshd -t's checks and more).
     reads = [result for result in ran if result["action"] == READ]
-    assert len(reads) == 5
-    assert "ClientAliveCountMax is 9, expected 3" in reads[0]["mismatches"][0]["message"]
-    assert all(read["mismatches"] == [] for read in reads[2:])
+    assert len(reads) == 4
+    server_before, server_candidate, client_candidate = reads[0], reads[1], reads[3]
+    assert "ClientAliveCountMax is 9, expected 3" in server_before["mismatches"][0]["message"]
+    assert server_candidate["command"] == ["/usr/sbin/sshd", "-T", "-f", "/etc/ssh/sshd_config"]
+    assert server_candidate["mismatches"] == []
+    assert client_candidate["mismatches"] == []
     assert "ansible.builtin.wait_for" in [result["action"] for result in ran]
     assert reloads(host) == reloaded + 1
     assert effective(host, "sshd -T")["clientalivecountmax"] == "3"
