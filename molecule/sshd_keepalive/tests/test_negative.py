@@ -152,6 +152,43 @@ def test_broken_directive_fails_validation_and_rolls_back(host) -> None:
     assert_still_serving(host)
 
 
+def test_sshd_that_dies_on_reload_is_restored_and_started_again(host) -> None:
+    """A file that only our added Include activates passes sshd -T but kills sshd on the
+    reload (its ListenAddress port is taken): the banner wait must catch it, the previous
+    files come back and sshd is started again, so the host is not locked out."""
+    stale = "/etc/ssh/sshd_config.d/50-stale.conf"
+    host.check_output("cp -p /etc/ssh/sshd_config /root/sshd_config.orig")
+    # A silent listener on the stale address: sshd cannot bind it, the banner never comes.
+    listener = host.check_output(
+        "setsid python3 -c 'import socket, time; s = socket.socket(); "
+        's.bind(("127.0.0.1", 2222)); s.listen(5); time.sleep(120)\' '
+        ">/dev/null 2>&1 < /dev/null & echo $!"
+    )
+    try:
+        host.check_output(r"sed -i '\|^Include /etc/ssh/sshd_config.d/|d' /etc/ssh/sshd_config")
+        host.check_output(f"echo 'ListenAddress 127.0.0.1:2222' > {stale}")
+        before = snapshot(host)
+        pid = host.check_output("systemctl show -p MainPID --value ssh")
+        result = playbook("-e", "sshd_keepalive_client_alive_interval=45")
+        assert result.returncode != 0, result.stdout[-3000:]
+        assert "sshd did not answer after the reload" in result.stdout, result.stdout[-3000:]
+        assert "previous files were restored and sshd reloaded with them" in result.stdout
+        assert "Timeout when waiting for search string" in result.stdout
+        assert snapshot(host) == before, "sshd_config or the drop-in was not restored"
+        assert host.check_output("find /etc/ssh -name '*~' | wc -l") == "0"
+        # The reload killed sshd (it could not bind); the rescue started a new one.
+        assert host.check_output("systemctl is-active ssh") == "active"
+        assert host.check_output("systemctl show -p MainPID --value ssh") not in ("0", pid)
+        assert host.check_output(LOGIN) == "login-ok"
+    finally:
+        host.run(f"kill {listener}")
+        host.run(f"rm -f {stale}")
+        host.check_output("mv /root/sshd_config.orig /etc/ssh/sshd_config")
+        # The sshd the rescue started read the files without the Include: serve ours again.
+        host.check_output("systemctl reload-or-restart ssh")
+    assert_still_serving(host)
+
+
 def test_reuse_contract_validate_only_and_template(host) -> None:
     before = snapshot(host)
     result = playbook("-e", "sshd_keepalive_client_alive_interval=30", name="reuse.yml")
