@@ -63,6 +63,19 @@ def test_bad_variables_refused_before_anything_changes(host, extra: dict, messag
     assert not host.file("/tmp/pwned").exists
 
 
+def test_every_bad_value_is_named_in_one_refusal(host) -> None:
+    """Two bad values, one on each side: one run names both, not only the first."""
+    before, reloaded = snapshot(host), reloads(host)
+    extra = {"sshd_keepalive_client_alive_count_max": 0, "sshd_keepalive_server_alive_interval": 0}
+    result = playbook("-e", json.dumps(extra))
+    assert result.returncode != 0, result.stdout
+    out = " ".join(result.stdout.split())
+    assert "sshd_keepalive_client_alive_count_max=0 is not allowed" in out, out[-3000:]
+    assert "sshd_keepalive_server_alive_interval=0 /" in out, out[-3000:]
+    assert snapshot(host) == before
+    assert reloads(host) == reloaded
+
+
 def test_check_diff_shows_the_change_and_changes_nothing(host) -> None:
     before, reloaded = snapshot(host), reloads(host)
     result = playbook("--check", "--diff", "-e", "sshd_keepalive_client_alive_interval=45")
