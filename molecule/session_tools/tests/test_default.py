@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
 
 import pytest
@@ -98,6 +99,13 @@ def _run_bad(host, extra: dict) -> subprocess.CompletedProcess:
         ({"session_tools_locale": "en_US.ISO-8859-1"}, "is not a supported UTF-8 locale"),
         ({"session_tools_nftables_chain": "inet filter input; flush ruleset"},
          "give the family (ip, ip6 or inet), table and input chain"),
+        ({"session_tools_tmux_extra_options": ["set -g mouse on", "set -g status off\nrun x"]},
+         "must each be a single non-empty tmux option line"),
+        # Two bad values: the one refusal names both.
+        ({"session_tools_tmux_history_limit": 0, "session_tools_locale": "xx_YY.UTF-8"},
+         "is not a supported UTF-8 locale. mosh-server refuses to start without a UTF-8 locale,"
+         " so the value must be one of glibc's UTF-8 locales written as <name>.UTF-8, e.g."
+         " en_US.UTF-8, de_DE.UTF-8 or C.UTF-8. session_tools_tmux_history_limit is 0"),
     ],
 )  # fmt: skip
 def test_bad_input_fails_before_anything_changes(host, bad, message):
@@ -119,3 +127,29 @@ def test_bad_input_fails_before_anything_changes(host, bad, message):
     assert message in " ".join(output.split()), output
     assert "Install tmux, mosh" not in output
     assert {p: host.file(p).sha256sum for p in watched} == before
+
+
+def test_verification_names_every_program_that_does_not_work(host):
+    """Faults injected after a good converge: mosh-server and tmux replaced by stand-ins
+    that fail. The configuration is unchanged, so only the role's verification can notice;
+    it must fail and name both programs. The real binaries are put back afterwards."""
+    if "iptables_firewall" in host.ansible.get_variables()["group_names"]:
+        pytest.skip("one host is enough")
+    stand_in = "#!/bin/sh\necho 'test stand-in: broken on purpose' >&2\nexit 3\n"
+    programs = ["/usr/bin/mosh-server", "/usr/bin/tmux"]
+    try:
+        for path in programs:
+            host.run_test(f"mv {path} {path}.test-real")
+            host.run_test(f"printf %s {shlex.quote(stand_in)} > {path} && chmod 755 {path}")
+        proc = _run_bad(host, {})
+    finally:
+        for path in programs:
+            host.run(f"test -e {path}.test-real && mv -f {path}.test-real {path}")
+    output = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode != 0, output
+    assert "mosh-server did not start on a port in 61000-61010 (exit 3)" in output, output
+    assert "test stand-in: broken on purpose" in output, output
+    assert "tmux reports history-limit test stand-in: broken on purpose (exit 3)" in output, output
+    assert "is not in 'locale -a'" not in output, output
+    # The real programs are back and work.
+    assert RANGE[0] <= start_mosh_server(host, "LANG=C") <= RANGE[1]
