@@ -203,3 +203,19 @@ def test_site_refuses_a_misspelt_role_switch_before_changing_anything() -> None:
     assert "unbroken_enable_sesion_tools" in run.stdout
     assert "Unknown role switch" in run.stdout
     assert "Gathering Facts" not in run.stdout
+
+
+def test_site_names_every_bad_role_switch_in_one_refusal() -> None:
+    run = playbook(
+        "site.yml",
+        "-e",
+        "unbroken_enable_trainer=maybe",
+        "-e",
+        "unbroken_enable_sesion_tools=false",
+    )
+    assert run.returncode != 0
+    out = " ".join(run.stdout.split())
+    assert "Unknown role switch(es) unbroken_enable_sesion_tools" in out, out[-3000:]
+    assert 'unbroken_enable_trainer=\\"maybe\\"' in out, out[-3000:]
+    assert "must be a boolean" in out, out[-3000:]
+    assert "Gathering Facts" not in run.stdout
