@@ -84,8 +84,8 @@ def test_firewall_rule_only_where_a_firewall_is_active(host):
         assert not host.package("ufw").is_installed
 
 
-def _run_bad(host, extra: dict) -> subprocess.CompletedProcess:
-    return run_playbook("bad_input.yml", host.backend.get_hostname(), "-e", json.dumps(extra))
+def _apply_role(host, extra: dict) -> subprocess.CompletedProcess:
+    return run_playbook("apply.yml", host.backend.get_hostname(), "-e", json.dumps(extra))
 
 
 @pytest.mark.parametrize(
@@ -121,7 +121,7 @@ def test_bad_input_fails_before_anything_changes(host, bad, message):
         "session_tools_mosh_port_range_end": 61010,
         **bad,
     }
-    proc = _run_bad(host, extra)
+    proc = _apply_role(host, extra)
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0, output
     assert message in " ".join(output.split()), output
@@ -141,7 +141,7 @@ def test_verification_names_every_program_that_does_not_work(host):
         for path in programs:
             host.run_test(f"mv {path} {path}.test-real")
             host.run_test(f"printf %s {shlex.quote(stand_in)} > {path} && chmod 755 {path}")
-        proc = _run_bad(host, {})
+        proc = _apply_role(host, {})
     finally:
         for path in programs:
             host.run(f"test -e {path}.test-real && mv -f {path}.test-real {path}")
