@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,6 @@ import pytest
 import torch
 from runtime_helpers import TRAIN, Trainer, command, run_train, train_in_process
 from unbroken_ckpt import StatusFile, checkpoint_manifest, read_status
-from unbroken_ckpt.status import RESERVE_BYTES
 
 PACE = ["--step-sleep", "0.02"]
 
@@ -101,7 +101,6 @@ def test_a_failing_status_write_keeps_the_old_file_and_retries(
     filler.unlink()
     status.write("training", 20)
     assert status.error is None and status_of(small_tmpfs)["step"] == 20
-    assert RESERVE_BYTES >= 8192
 
 
 @pytest.mark.parametrize("on_error", ["continue", "stop"])
@@ -346,3 +345,92 @@ def test_a_stop_with_its_budget_used_up_abandons_the_save_in_flight(tmp_path: Pa
     assert (
         "without a final checkpoint; the next start resumes from step-000005" in (status["reason"])
     )
+
+
+# -- library level: an unsafe pickle, an abandoned save ----------------------------------
+
+
+def _objects() -> dict:
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 2)
+    return {"model": model, "optimizer": torch.optim.Adam(model.parameters(), lr=0.01)}
+
+
+def _unsafe_checkpoint(directory: Path, step: int, marker: Path) -> None:
+    class Exploit:
+        def __reduce__(self) -> tuple:
+            return (os.system, (f"touch {marker}",))
+
+    target = directory / checkpoint_manifest.checkpoint_name(step)
+    target.mkdir()
+    torch.save({"objects": {"model": Exploit()}}, target / "state.pt")
+    size, segments = checkpoint_manifest.hash_file(str(target / "state.pt"))
+    files = {"state.pt": checkpoint_manifest.file_entry(size, segments)}
+    manifest = checkpoint_manifest.build_manifest(step, files, config={"k": 1})
+    checkpoint_manifest.write_manifest(str(target), manifest)
+
+
+def test_an_unsafe_checkpoint_that_verifies_is_quarantined_and_the_run_falls_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from unbroken_ckpt import CheckpointManager, UnsafeCheckpointError
+
+    objects = _objects()
+    with CheckpointManager(str(tmp_path), objects, config={"k": 1}, async_save=False) as ckpt:
+        ckpt.save(10)
+    marker = tmp_path.parent / "pwned"
+    _unsafe_checkpoint(tmp_path, 20, marker)
+    with caplog.at_level(logging.INFO), CheckpointManager(
+        str(tmp_path), _objects(), config={"k": 1}
+    ) as ckpt:
+        restored = ckpt.restore()
+    assert restored is not None and restored.step == 10
+    assert not marker.exists(), "never loaded unsafely"
+    assert "checkpoint step-000020 verifies but is unsafe to load: refusing to load" in caplog.text
+    assert on_disk(tmp_path) == ["step-000010"]
+    assert [q["step"] for q in ckpt.quarantined] == [20]
+    assert ckpt.quarantined[0]["reason"].startswith("unsafe to load: refusing to load")
+    assert "GLOBAL posix.system" in ckpt.quarantined[0]["reason"]
+
+    # With nothing to fall back to it still refuses, moves nothing and names the command.
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    _unsafe_checkpoint(alone, 20, marker)
+    with CheckpointManager(str(alone), _objects(), config={"k": 1}) as ckpt, pytest.raises(
+        UnsafeCheckpointError
+    ) as err:
+        ckpt.restore()
+    assert f"(mv {alone}/step-000020 {alone}/quarantine-step-000020-" in str(err.value)
+    assert on_disk(alone) == ["step-000020"] and not marker.exists()
+
+
+@pytest.mark.parametrize("commit_first", [False, True], ids=["in-flight", "committed"])
+def test_abandon_returns_at_once_and_names_what_is_on_disk(
+    tmp_path: Path, commit_first: bool
+) -> None:
+    from unbroken_ckpt import CheckpointManager
+
+    pause = 0.0 if commit_first else 60.0
+    ckpt = CheckpointManager(
+        str(tmp_path), _objects(), config={"k": 1}, pause_before_commit=pause
+    ).open()
+    try:
+        assert ckpt.save(5, blocking=True) is not None
+        ckpt.save(10)  # asynchronous
+        writer = next(t for t in threading.enumerate() if t.name == "unbroken-ckpt-writer-10")
+        if commit_first:
+            writer.join()
+        else:
+            while not list(tmp_path.glob(".tmp-step-000010-*/MANIFEST.json")):
+                time.sleep(0.01)  # the save waits at its commit point
+        started = time.monotonic()
+        last = ckpt.abandon()
+        assert ckpt.save(15) is None, "no save starts after abandon()"
+    finally:
+        ckpt.close()
+    writer.join(timeout=10)
+    elapsed = time.monotonic() - started
+    assert not writer.is_alive() and elapsed < 10, f"abandon/close took {elapsed:.1f}s"
+    expected = "step-000010" if commit_first else "step-000005"
+    assert last is not None and last.name == expected
+    assert on_disk(tmp_path)[-1] == expected and not list(tmp_path.glob(".tmp-*"))
