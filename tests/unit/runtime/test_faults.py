@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from runtime_helpers import TRAIN, Trainer, command, run_train, train_in_process
+from runtime_helpers import TRAIN, Trainer, command, train_in_process
 from unbroken_ckpt import StatusFile, checkpoint_manifest, read_status
 
 PACE = ["--step-sleep", "0.02"]
@@ -316,7 +316,7 @@ def test_a_crc_mismatch_names_the_segment_and_its_byte_range(tmp_path: Path) -> 
 
 def test_a_stop_with_its_budget_used_up_abandons_the_save_in_flight(tmp_path: Path) -> None:
     ckpt = tmp_path / "ckpt"
-    assert run_train(ckpt, "--steps", 5, "--checkpoint-interval", 5).returncode == 0
+    assert train_in_process(ckpt, "--steps", 5, "--checkpoint-interval", 5) == 0
     child = Trainer(
         ckpt,
         "--steps",
@@ -410,12 +410,10 @@ def test_abandon_returns_at_once_and_names_what_is_on_disk(
 ) -> None:
     from unbroken_ckpt import CheckpointManager
 
-    pause = 0.0 if commit_first else 60.0
-    ckpt = CheckpointManager(
-        str(tmp_path), _objects(), config={"k": 1}, pause_before_commit=pause
-    ).open()
+    ckpt = CheckpointManager(str(tmp_path), _objects(), config={"k": 1}).open()
     try:
         assert ckpt.save(5, blocking=True) is not None
+        ckpt.pause_before_commit = 0.0 if commit_first else 60.0
         ckpt.save(10)  # asynchronous
         writer = next(t for t in threading.enumerate() if t.name == "unbroken-ckpt-writer-10")
         if commit_first:
