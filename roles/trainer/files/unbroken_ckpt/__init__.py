@@ -44,7 +44,9 @@ key                type           meaning
 ================== ============== ===========================================================
 schema             str            always ``"unbroken.training/status"``
 version            int            schema version, ``1``
-state              str            ``starting``/``training``/``stopping``/``finished``/``failed``
+state              str            ``starting``/``training``/``stopping`` while the process runs;
+                                  terminal (its last write): ``stopped`` (graceful stop by a
+                                  signal), ``finished``, ``failed``
 step               int            optimizer steps completed
 total_steps        int or null    steps the run is configured for
 epoch              int or null    current data epoch
@@ -53,6 +55,10 @@ samples_per_second float or null  throughput since the previous status write
 last_checkpoint    object or null ``{"name", "step", "created" (unix s), "size_bytes", "seconds"}``
 checkpoint_error   str or null    message of the latest failed save (cleared by the next success)
 resumed_from       object or null ``{"name", "step", "skipped": [[name, reason], ...]}``
+exit_code          int or null    the process's exit code in a terminal state; null while running
+reason             str or null    one line saying why it ended (terminal states); null while running
+quarantined        list           checkpoints moved aside as invalid or unsafe, newest first:
+                                  ``[{"name": "quarantine-step-...", "step", "reason"}]``
 pid                int            trainer process id (inside its PID namespace)
 hostname           str            host (container) name
 started_at         float          unix time the process started
@@ -62,6 +68,8 @@ extra              object         script-specific additions
 ================== ============== ===========================================================
 
 A missing or unparsable file means "no heartbeat yet"; readers use ``read_status``.
+A status write that fails (e.g. a full disk) never stops training: the old file stays
+and the next write retries; the final write uses space set aside at the start.
 """
 
 from __future__ import annotations
@@ -79,14 +87,16 @@ from .errors import (
 from .manager import LIBRARY_VERSION, CheckpointManager, Restored, load_state_file
 from .sampler import ResumableBatchSampler
 from .signals import StopSignals, parse_signal
-from .status import STATUS_SCHEMA, STATUS_VERSION, StatusFile, read_status
+from .status import STATES, STATUS_SCHEMA, STATUS_VERSION, TERMINAL_STATES, StatusFile, read_status
 from .storage import Commit
 
 __version__ = LIBRARY_VERSION
 
 __all__ = [
+    "STATES",
     "STATUS_SCHEMA",
     "STATUS_VERSION",
+    "TERMINAL_STATES",
     "CheckpointError",
     "CheckpointLockedError",
     "CheckpointManager",
