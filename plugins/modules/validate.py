@@ -16,7 +16,7 @@ description:
     boolean O(checks[].ok) and the message O(checks[].msg) that says what was wrong, what is
     allowed and why. Every rule is evaluated; when any fails, the task fails once with all
     their messages, in order, so a user with two bad values learns of both in one run.
-  - Runs on the controller only (an action plugin): it opens no connection, transfers no
+  - Runs on the controller only (an action plugin). It opens no connection, transfers no
     module and changes nothing, so it costs no round trip, works the same in check mode,
     and, placed first in a role, fails before anything on the host changes.
   - "How a role uses it: C(tasks/validate.yml) holds one task whose O(checks) list reads as the
@@ -26,7 +26,7 @@ description:
     where the task runs before any change. Converting an C(assert) over a list of
     C({ok, msg}) is mechanical: the list becomes O(checks) and the C(assert) goes."
   - A rule that cannot be read (no C(ok), an C(ok) that is not a boolean, a failing rule with
-    an empty message, an unknown key) fails the task: a malformed rule never passes.
+    an empty message, an unknown key) fails the task; a malformed rule never passes.
 author:
   - unbroken.training contributors (@unbroken-training)
 options:
