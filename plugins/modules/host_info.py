@@ -1,0 +1,347 @@
+#!/usr/bin/python
+# SPDX-License-Identifier: GPL-3.0-or-later
+# Copyright (c) 2026 unbroken.training contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: host_info
+short_description: Read what a role needs to know about a host in one module run, as structured data
+version_added: 0.1.0
+description:
+  - Reads, in one round trip, the facts the collection's roles decide on before they change
+    anything, and returns them as data that C(when:) conditions use directly
+    (no shell output parsed back by Jinja).
+  - Each part is read only when asked for, so a role pays for what it uses. Nothing is
+    changed on the host; O(commands) (which runs programs) is skipped in check mode.
+  - Installed packages with their versions (dpkg, else rpm); the apt index's presence and
+    age, as apt's C(cache_valid_time) reads it; the locales C(locale -a) lists; checksum,
+    mode and owner of files; which firewall is active; and the exit status and output of
+    programs a role runs to prove its effective state.
+author:
+  - unbroken.training contributors (@unbroken-training)
+options:
+  packages:
+    description: Package names whose installed state and version to report in RV(packages).
+    type: list
+    elements: str
+    default: []
+  apt_index:
+    description: Report RV(apt_index) (the package lists' presence and age) on hosts with apt.
+    type: bool
+    default: false
+  locales:
+    description: Report the locales C(locale -a) lists, in RV(locales).
+    type: bool
+    default: false
+  files:
+    description: Paths whose existence, type, mode, owner, group and SHA-1 to report in RV(files).
+    type: list
+    elements: path
+    default: []
+  firewall:
+    description: Report which host firewalls are active, in RV(firewall).
+    type: bool
+    default: false
+  commands:
+    description:
+      - Programs to run (without a shell), each reported under its O(commands[].name) in
+        RV(commands). Meant for a role's verification, which proves effective state by
+        running the programs it configured.
+      - Not run in check mode, where nothing was installed to run.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: The key of the result in RV(commands).
+        type: str
+        required: true
+      argv:
+        description: The program and its arguments.
+        type: list
+        elements: str
+        required: true
+      environment:
+        description: Variables to set for the program (an empty value sets it empty).
+        type: dict
+        default: {}
+attributes:
+  check_mode:
+    description: Reads only; O(commands) is skipped in check mode.
+    support: full
+  diff_mode:
+    description: Nothing changes, so there is nothing to diff.
+    support: none
+notes:
+  - Standard library only, like every module of the collection.
+"""
+
+EXAMPLES = r"""
+- name: Read the packages, locales, managed files and active firewall (one module run)
+  unbroken.training.host_info:
+    packages: [tmux, mosh, locales]
+    apt_index: true
+    locales: true
+    files: [/etc/tmux.conf]
+    firewall: true
+  register: host
+
+- name: Install what is missing
+  ansible.builtin.package:
+    name: >-
+      {{ host.packages | dict2items | rejectattr('value.installed')
+         | map(attribute='key') | list }}
+    update_cache: "{{ host.apt_index.present is false or host.apt_index.age_seconds > 3600 }}"
+  when: host.packages.values() | rejectattr('installed') | list | length > 0
+
+- name: Run tmux with the system configuration, to verify it
+  unbroken.training.host_info:
+    commands:
+      - name: tmux
+        argv: [tmux, -L, verify, new-session, -d, ;, show-options, -gv, history-limit,
+               ;, kill-server]
+  register: verify
+"""
+
+RETURN = r"""
+packages:
+  description: One entry per O(packages) name.
+  returned: always
+  type: dict
+  sample: {"tmux": {"installed": true, "version": "3.3a-3"},
+           "mosh": {"installed": false, "version": null}}
+apt_index:
+  description:
+    - C(present), whether any package list exists; C(age_seconds), the age of apt's
+      update-success stamp, else of the lists directory (what C(cache_valid_time) compares).
+    - null on hosts without apt, or when O(apt_index) is false.
+  returned: always
+  type: dict
+  sample: {"present": true, "age_seconds": 812}
+locales:
+  description: The names C(locale -a) prints (empty when O(locales) is false or it fails).
+  returned: always
+  type: list
+  elements: str
+  sample: [C, C.utf8, POSIX, en_US.utf8]
+files:
+  description:
+    - One entry per O(files) path. C(exists); for an existing path C(type) (C(file),
+      C(directory), C(link) or C(other)), C(mode) (four octal digits), C(owner), C(group),
+      and for a regular file C(checksum) (SHA-1, as M(ansible.builtin.copy) reports it).
+  returned: always
+  type: dict
+  sample: {"/etc/tmux.conf": {"exists": true, "type": "file", "mode": "0644", "owner": "root",
+           "group": "root", "checksum": "2aae6c35c94fcfb415dbe95f408b9ce91ee846ed"}}
+firewall:
+  description:
+    - C(active), the active firewalls in the order ufw, firewalld, iptables (the
+      netfilter-persistent service), nftables (the nftables service); empty when none is
+      active or O(firewall) is false.
+  returned: always
+  type: dict
+  sample: {"active": ["iptables"]}
+commands:
+  description:
+    - One entry per O(commands) name with C(rc), C(stdout) and C(stderr); C(rc) is null and
+      C(skipped) true in check mode, and C(rc) is 127 when the program is not found.
+  returned: always
+  type: dict
+  sample: {"tmux": {"rc": 0, "stdout": "250000\n", "stderr": "", "skipped": false}}
+"""
+
+import glob
+import grp
+import hashlib
+import os
+import pwd
+import stat
+import time
+from typing import Any, Dict, List, Optional
+
+from ansible.module_utils.basic import AnsibleModule
+
+APT_LISTS = "/var/lib/apt/lists"
+APT_STAMP = "/var/lib/apt/periodic/update-success-stamp"
+# The preference order when several are active (one is opened, the first).
+FIREWALL_UNITS = (
+    ("firewalld", "firewalld"),
+    ("iptables", "netfilter-persistent"),
+    ("nftables", "nftables"),
+)
+
+
+def read_packages(module: AnsibleModule, names: List[str]) -> Dict[str, Dict[str, Any]]:
+    """Installed state and version of each name, with one dpkg-query (or rpm) run for all."""
+    found: Dict[str, Dict[str, Any]] = {n: {"installed": False, "version": None} for n in names}
+    if not names:
+        return found
+    dpkg = module.get_bin_path("dpkg-query")
+    if dpkg:
+        # Exit 1 when a name is unknown; the known ones are still printed.
+        _, out, _ = module.run_command(
+            [dpkg, "-W", "-f", "${Package}\t${db:Status-Abbrev}\t${Version}\n", *names]
+        )
+        for line in out.splitlines():
+            parts = line.split("\t")
+            # Status-Abbrev "ii " installed; "rc " removed with its configuration left.
+            if len(parts) == 3 and parts[0] in found and parts[1][1:2] == "i":
+                found[parts[0]] = {"installed": True, "version": parts[2]}
+        return found
+    rpm = module.get_bin_path("rpm")
+    if rpm:
+        _, out, _ = module.run_command(
+            [rpm, "-q", "--qf", "%{NAME}\t%{VERSION}-%{RELEASE}\n", *names]
+        )
+        for line in out.splitlines():
+            parts = line.split("\t")
+            if len(parts) == 2 and parts[0] in found:
+                found[parts[0]] = {"installed": True, "version": parts[1]}
+    return found
+
+
+def read_apt_index(module: AnsibleModule, now: Optional[float] = None) -> Optional[Dict[str, Any]]:
+    """The package lists' presence and age, as apt's cache_valid_time reads them."""
+    if not module.get_bin_path("apt-get"):
+        return None
+    present = bool(glob.glob(os.path.join(APT_LISTS, "*_Packages*")))
+    # An image build that emptied the lists leaves the directory new: the stamp wins.
+    stamp = APT_STAMP if os.path.exists(APT_STAMP) else APT_LISTS
+    try:
+        age: Optional[int] = int((time.time() if now is None else now) - os.stat(stamp).st_mtime)
+    except OSError:
+        age = None
+    return {"present": present, "age_seconds": age}
+
+
+def read_locales(module: AnsibleModule) -> List[str]:
+    locale = module.get_bin_path("locale")
+    if not locale:
+        return []
+    rc, out, _ = module.run_command([locale, "-a"])
+    return out.split() if rc == 0 else []
+
+
+def _name(lookup: Any, ident: int) -> str:
+    try:
+        return str(lookup(ident)[0])
+    except KeyError:
+        return str(ident)
+
+
+def read_file(path: str) -> Dict[str, Any]:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return {"exists": False}
+    kind = (
+        "link" if stat.S_ISLNK(st.st_mode)
+        else "file" if stat.S_ISREG(st.st_mode)
+        else "directory" if stat.S_ISDIR(st.st_mode)
+        else "other"
+    )  # fmt: skip
+    info: Dict[str, Any] = {
+        "exists": True,
+        "type": kind,
+        "mode": f"{stat.S_IMODE(st.st_mode):04o}",
+        "owner": _name(pwd.getpwuid, st.st_uid),
+        "group": _name(grp.getgrgid, st.st_gid),
+    }
+    if kind == "file":
+        digest = hashlib.sha1()  # the checksum copy and file_content report
+        try:
+            with open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 16), b""):
+                    digest.update(block)
+            info["checksum"] = digest.hexdigest()
+        except OSError:
+            info["checksum"] = None
+    return info
+
+
+def read_firewall(module: AnsibleModule) -> Dict[str, List[str]]:
+    active: List[str] = []
+    ufw = module.get_bin_path("ufw")
+    if ufw:
+        rc, out, _ = module.run_command([ufw, "status"])
+        if rc == 0 and any(line.strip() == "Status: active" for line in out.splitlines()):
+            active.append("ufw")
+    systemctl = module.get_bin_path("systemctl")
+    if systemctl:
+        # One line per unit, in order, whatever its state (the exit status says "all active").
+        _, out, _ = module.run_command(
+            [systemctl, "is-active", *(unit for _, unit in FIREWALL_UNITS)]
+        )
+        states = out.split()
+        if len(states) == len(FIREWALL_UNITS):
+            active += [
+                name for (name, _), state in zip(FIREWALL_UNITS, states) if state == "active"
+            ]
+    return {"active": active}
+
+
+def run_commands(
+    module: AnsibleModule, commands: List[Dict[str, Any]]
+) -> Dict[str, Dict[str, Any]]:
+    results: Dict[str, Dict[str, Any]] = {}
+    for command in commands:
+        if module.check_mode:
+            results[command["name"]] = {"rc": None, "stdout": "", "stderr": "", "skipped": True}
+            continue
+        env = {
+            str(k): "" if v is None else str(v) for k, v in (command["environment"] or {}).items()
+        }
+        try:
+            rc, out, err = module.run_command(
+                command["argv"], environ_update=env, handle_exceptions=False
+            )
+        except OSError as exc:  # the program is missing or not executable, as a shell says
+            rc, out, err = 127, "", f"{command['argv'][0]}: {exc.strerror}"
+        results[command["name"]] = {"rc": rc, "stdout": out, "stderr": err, "skipped": False}
+    return results
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "packages": {"type": "list", "elements": "str", "default": []},
+            "apt_index": {"type": "bool", "default": False},
+            "locales": {"type": "bool", "default": False},
+            "files": {"type": "list", "elements": "path", "default": []},
+            "firewall": {"type": "bool", "default": False},
+            "commands": {
+                "type": "list",
+                "elements": "dict",
+                "default": [],
+                "options": {
+                    "name": {"type": "str", "required": True},
+                    "argv": {"type": "list", "elements": "str", "required": True},
+                    "environment": {"type": "dict", "default": {}},
+                },
+            },
+        },
+        supports_check_mode=True,
+    )
+    params = module.params
+    names = [c["name"] for c in params["commands"]]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        module.fail_json(
+            msg=f"commands: each name must be unique; repeated: {', '.join(duplicates)}"
+        )
+    module.exit_json(
+        changed=False,
+        packages=read_packages(module, params["packages"]),
+        apt_index=read_apt_index(module) if params["apt_index"] else None,
+        locales=read_locales(module) if params["locales"] else [],
+        files={path: read_file(path) for path in params["files"]},
+        firewall=read_firewall(module) if params["firewall"] else {"active": []},
+        commands=run_commands(module, params["commands"]),
+    )
+
+
+if __name__ == "__main__":
+    main()

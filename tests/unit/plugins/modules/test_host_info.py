@@ -1,0 +1,201 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+# Copyright (c) 2026 unbroken.training contributors
+"""Unit tests for unbroken.training.host_info: real files, directories and programs in a
+temporary directory; only the package manager and systemctl answers are stand-ins, taken
+from what dpkg-query, rpm, ufw and systemctl print."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pwd
+import stat
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.testing import patch_module_args
+from ansible_collections.unbroken.training.plugins.modules import host_info
+from utils import AnsibleExitJson, AnsibleFailJson, patch_module
+
+# dpkg-query -W -f '${Package}\t${db:Status-Abbrev}\t${Version}\n' tmux mosh screen nosuch
+DPKG_OUT = "tmux\tii \t3.3a-3\nmosh\trc \t1.4.0-1\nscreen\tii \t4.9.0-4\n"
+RPM_OUT = "tmux\t3.2a-5.el9\npackage mosh is not installed\n"
+
+
+@pytest.fixture(autouse=True)
+def _patched(monkeypatch: pytest.MonkeyPatch) -> None:
+    patch_module(monkeypatch)
+
+
+def run(args: dict[str, Any], check: bool = False) -> dict[str, Any]:
+    if check:
+        args["_ansible_check_mode"] = True
+    with patch_module_args(args), pytest.raises((AnsibleExitJson, AnsibleFailJson)) as info:
+        host_info.main()
+    return info.value.result  # type: ignore[union-attr]
+
+
+def fake_host(monkeypatch: pytest.MonkeyPatch, bins: dict[str, str]) -> list[list[str]]:
+    """Answer get_bin_path for ``bins`` only, and run_command for them with canned output;
+    any other program runs for real. Returns the commands run through the stand-ins."""
+    calls: list[list[str]] = []
+    real_run = AnsibleModule.run_command
+
+    def get_bin_path(self: AnsibleModule, name: str, *_: Any, **__: Any) -> str | None:
+        return f"/stand-in/{name}" if name in bins else None
+
+    def run_command(self: AnsibleModule, args: Any, *a: Any, **kw: Any) -> tuple[int, str, str]:
+        if isinstance(args, list) and str(args[0]).startswith("/stand-in/"):
+            calls.append(list(args))
+            return 0, bins[str(args[0]).rsplit("/", 1)[1]], ""
+        return real_run(self, args, *a, **kw)
+
+    monkeypatch.setattr(AnsibleModule, "get_bin_path", get_bin_path)
+    monkeypatch.setattr(AnsibleModule, "run_command", run_command)
+    return calls
+
+
+def test_packages_from_one_dpkg_query_run_with_versions(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = fake_host(monkeypatch, {"dpkg-query": DPKG_OUT})
+    result = run({"packages": ["tmux", "mosh", "screen", "nosuch"]})
+    assert result["changed"] is False
+    assert result["packages"] == {
+        "tmux": {"installed": True, "version": "3.3a-3"},
+        # Removed, its configuration left ("rc"): not installed.
+        "mosh": {"installed": False, "version": None},
+        "screen": {"installed": True, "version": "4.9.0-4"},
+        "nosuch": {"installed": False, "version": None},
+    }
+    assert len(calls) == 1 and calls[0][-4:] == ["tmux", "mosh", "screen", "nosuch"]
+
+
+def test_packages_from_rpm_where_there_is_no_dpkg(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_host(monkeypatch, {"rpm": RPM_OUT})
+    result = run({"packages": ["tmux", "mosh"]})
+    assert result["packages"] == {
+        "tmux": {"installed": True, "version": "3.2a-5.el9"},
+        "mosh": {"installed": False, "version": None},
+    }
+
+
+def test_apt_index_missing_lists_and_the_age_of_the_success_stamp(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    fake_host(monkeypatch, {"apt-get": ""})
+    lists, stamp = tmp_path / "lists", tmp_path / "update-success-stamp"
+    lists.mkdir()
+    monkeypatch.setattr(host_info, "APT_LISTS", str(lists))
+    monkeypatch.setattr(host_info, "APT_STAMP", str(stamp))
+    assert run({"apt_index": True})["apt_index"]["present"] is False
+
+    (lists / "deb.example_dists_bookworm_main_binary-amd64_Packages").write_text("")
+    stamp.write_text("")
+    two_hours_ago = time.time() - 7200
+    os.utime(stamp, (two_hours_ago, two_hours_ago))
+    index = run({"apt_index": True})["apt_index"]
+    assert index["present"] is True
+    assert 7190 <= index["age_seconds"] <= 7300
+    # Without the stamp, the lists directory's time (new: just written) is what apt reads.
+    stamp.unlink()
+    assert run({"apt_index": True})["apt_index"]["age_seconds"] < 100
+
+
+def test_no_apt_index_on_a_host_without_apt(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_host(monkeypatch, {"rpm": ""})
+    assert run({"apt_index": True})["apt_index"] is None
+
+
+def test_files_report_mode_owner_and_the_checksum_copy_reports(tmp_path: Path) -> None:
+    wrapper = tmp_path / "mosh-server"
+    wrapper.write_text('#!/bin/sh\nexec /usr/bin/mosh-server "$@"\n')
+    wrapper.chmod(0o755)
+    link = tmp_path / "link"
+    link.symlink_to(wrapper)
+    files = run({"files": [str(wrapper), str(tmp_path / "absent"), str(link), str(tmp_path)]})[
+        "files"
+    ]
+    me = files[str(wrapper)]
+    assert me["exists"] is True and me["type"] == "file" and me["mode"] == "0755"
+    assert me["checksum"] == hashlib.sha1(wrapper.read_bytes()).hexdigest()
+    assert me["owner"] == pwd.getpwuid(os.getuid()).pw_name
+    assert files[str(tmp_path / "absent")] == {"exists": False}
+    assert files[str(link)]["type"] == "link" and "checksum" not in files[str(link)]
+    assert files[str(tmp_path)]["type"] == "directory"
+    assert stat.S_IMODE(wrapper.stat().st_mode) == 0o755  # read only, nothing changed
+
+
+@pytest.mark.parametrize(
+    ("ufw", "units", "active"),
+    [
+        ("Status: inactive\n", "inactive\ninactive\ninactive\n", []),
+        ("Status: active\n\nTo Action From\n", "inactive\nactive\ninactive\n", ["ufw", "iptables"]),
+        (None, "active\nunknown\nactive\n", ["firewalld", "nftables"]),
+    ],
+)
+def test_active_firewalls_in_order_of_preference(
+    monkeypatch: pytest.MonkeyPatch, ufw: str | None, units: str, active: list[str]
+) -> None:
+    bins = {"systemctl": units, **({"ufw": ufw} if ufw is not None else {})}
+    calls = fake_host(monkeypatch, bins)
+    assert run({"firewall": True})["firewall"] == {"active": active}
+    assert [
+        "/stand-in/systemctl",
+        "is-active",
+        "firewalld",
+        "netfilter-persistent",
+        "nftables",
+    ] in calls
+
+
+def test_nothing_is_read_that_was_not_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = fake_host(monkeypatch, {"dpkg-query": DPKG_OUT, "systemctl": "", "locale": "C\n"})
+    result = run({})
+    assert calls == []
+    assert result["packages"] == {} and result["apt_index"] is None and result["locales"] == []
+    assert (
+        result["firewall"] == {"active": []} and result["commands"] == {} and result["files"] == {}
+    )
+
+
+def test_commands_report_exit_status_output_and_environment(tmp_path: Path) -> None:
+    script = tmp_path / "probe"
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import os, sys\n"
+        "print(repr(os.environ.get('LANG')), repr(os.environ.get('LC_ALL')))\n"
+        "print('broken', file=sys.stderr)\n"
+        "sys.exit(3)\n"
+    )
+    script.chmod(0o755)
+    result = run(
+        {
+            "commands": [
+                {
+                    "name": "probe",
+                    "argv": [str(script)],
+                    "environment": {"LANG": "C", "LC_ALL": ""},
+                },
+                {"name": "missing", "argv": [str(tmp_path / "no-such-program")]},
+            ]
+        }
+    )
+    probe = result["commands"]["probe"]
+    assert probe == {"rc": 3, "stdout": "'C' ''\n", "stderr": "broken\n", "skipped": False}
+    missing = result["commands"]["missing"]
+    assert missing["rc"] == 127 and "No such file or directory" in missing["stderr"]
+
+
+def test_commands_are_not_run_in_check_mode(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    result = run({"commands": [{"name": "touch", "argv": ["touch", str(marker)]}]}, check=True)
+    assert result["commands"]["touch"] == {"rc": None, "stdout": "", "stderr": "", "skipped": True}
+    assert not marker.exists()
+
+
+def test_repeated_command_names_are_refused() -> None:
+    result = run({"commands": [{"name": "a", "argv": ["true"]}, {"name": "a", "argv": ["false"]}]})
+    assert result["failed"] is True and "repeated: a" in result["msg"]
