@@ -137,11 +137,12 @@ def _hash_range(fd: int, start: int, length: int, algorithm: str) -> str:
             raise OSError(f"file shrank while hashing (offset {offset})")
         digest.update(view[:got])
         offset += got
-    return digest.hexdigest()
+    hexdigest: str = digest.hexdigest()
+    return hexdigest
 
 
 def _pread_into(fd: int, view: memoryview, offset: int) -> int:
-    preadv = getattr(os, "preadv", None)
+    preadv: Callable[[int, list[memoryview], int], int] | None = getattr(os, "preadv", None)
     if preadv is not None:
         return preadv(fd, [view], offset)
     data = os.pread(fd, len(view), offset)
@@ -251,7 +252,7 @@ def _check_structure(manifest: Mapping[str, Any]) -> None:
     step = manifest.get("step")
     if not isinstance(step, int) or isinstance(step, bool) or step < 0:
         raise ManifestError(f"manifest step must be a non-negative integer, got {step!r}")
-    hash_info = manifest.get("hash")
+    hash_info: Any = manifest.get("hash")
     algorithm = hash_info.get("algorithm") if isinstance(hash_info, dict) else None
     if not isinstance(algorithm, str) or algorithm not in HASH_ALGORITHMS:
         raise ManifestError(

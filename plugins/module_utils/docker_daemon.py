@@ -187,7 +187,7 @@ def expand_argv(argv: Sequence[str], env: Mapping[str, str]) -> List[str]:
 
 def find_flag_conflicts(config: Mapping[str, Any], argv: Sequence[str]) -> List[Dict[str, str]]:
     """daemon.json keys that dockerd's argv also sets; dockerd refuses to start on these."""
-    given = {}
+    given: Dict[str, str] = {}
     for word in argv[1:]:
         if word.startswith("-"):
             given.setdefault(word.split("=", 1)[0], word)

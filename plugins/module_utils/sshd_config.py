@@ -17,7 +17,7 @@ import fnmatch
 import glob
 import os
 import re
-from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Union
 
 EffectiveValue = Union[str, List[str]]
 
@@ -251,10 +251,12 @@ def walk_config(
     return directives, walker.files
 
 
-def sources_for(directives: Sequence[Directive], keywords: Sequence[str]) -> Dict[str, list]:
+def sources_for(
+    directives: Sequence[Directive], keywords: Sequence[str]
+) -> Dict[str, List[Dict[str, Any]]]:
     """Per keyword (lower case): every line that may set it, in reading order."""
     wanted = {k.lower() for k in keywords}
-    result: Dict[str, list] = {k: [] for k in sorted(wanted)}
+    result: Dict[str, List[Dict[str, Any]]] = {k: [] for k in sorted(wanted)}
     for directive in directives:
         if directive.keyword in wanted:
             result[directive.keyword].append(
@@ -268,7 +270,7 @@ def sources_for(directives: Sequence[Directive], keywords: Sequence[str]) -> Dic
     return result
 
 
-def origin_of(sources: Sequence[dict]) -> Optional[dict]:
+def origin_of(sources: Sequence[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
     """The line whose value is in force: the first unconditional one (first value wins)."""
     for source in sources:
         if not source["conditional"]:
@@ -324,8 +326,8 @@ def normalize_expected(value: object) -> str:
 def compare(
     effective: Dict[str, EffectiveValue],
     expected: Dict[str, object],
-    sources: Dict[str, list],
-) -> List[dict]:
+    sources: Dict[str, List[Dict[str, Any]]],
+) -> List[Dict[str, Any]]:
     """Keywords whose effective value differs from the expected one, with the line that wins."""
     mismatches = []
     for keyword in sorted(expected, key=str.lower):
@@ -355,7 +357,7 @@ def compare(
     return mismatches
 
 
-def listen_endpoints(effective: Dict[str, EffectiveValue]) -> List[dict]:
+def listen_endpoints(effective: Dict[str, EffectiveValue]) -> List[Dict[str, Any]]:
     """``listenaddress`` entries of ``sshd -T`` with a loopback address to probe each one."""
     raw = effective.get("listenaddress", [])
     values = raw if isinstance(raw, list) else [raw]

@@ -142,7 +142,7 @@ def _unit_properties(module: AnsibleModule, service: str) -> Dict[str, str]:
     rc, out, _err = module.run_command([systemctl, "show", service, "-p", props])
     if rc != 0:
         return {}
-    result = {}
+    result: Dict[str, str] = {}
     for line in out.splitlines():
         key, sep, value = line.partition("=")
         if sep:

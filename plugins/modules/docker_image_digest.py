@@ -440,7 +440,8 @@ def pick_platform(index: Dict[str, Any], os_arch: Tuple[str, str]) -> Optional[s
     for entry in index.get("manifests", []):
         plat = entry.get("platform", {})
         if (plat.get("os"), plat.get("architecture")) == os_arch:
-            return entry.get("digest")
+            digest: Optional[str] = entry.get("digest")
+            return digest
     return None
 
 
@@ -723,8 +724,9 @@ class ImageManager:
         return None
 
     def cafile(self, ref: Reference) -> Optional[str]:
-        if self.params["ca_cert"]:
-            return self.params["ca_cert"]
+        ca_cert: Optional[str] = self.params["ca_cert"]
+        if ca_cert:
+            return ca_cert
         default = os.path.join(CERTS_D, ref.registry, "ca.crt")
         return default if os.path.isfile(default) else None
 

@@ -286,7 +286,7 @@ def find_binary(module: AnsibleModule, target: str, binary: Optional[str]) -> st
         if not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
             module.fail_json(msg=f"{binary} is not an executable file")
         return binary
-    found = module.get_bin_path(target, opt_dirs=SEARCH_DIRS)
+    found: str = module.get_bin_path(target, opt_dirs=SEARCH_DIRS)
     if not found:
         package = "openssh-server" if target == "sshd" else "openssh-client"
         module.fail_json(msg=f"{target} not found in PATH or {SEARCH_DIRS}; install {package}")

@@ -388,7 +388,8 @@ def main() -> None:
         )
 
     def run(argv: List[str]) -> Tuple[int, str, str]:
-        return module.run_command(argv, environ_update={"LC_ALL": "C"})
+        result: Tuple[int, str, str] = module.run_command(argv, environ_update={"LC_ALL": "C"})
+        return result
 
     now_wall, now_monotonic = time.time(), time.monotonic()
     reports = [job_report(job, run, now_wall, now_monotonic) for job in jobs]

@@ -1,6 +1,10 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 # Copyright (c) 2026 unbroken.training contributors
-"""Create or update .venv from requirements-dev.txt, only when they changed."""
+"""Create or update .venv from the requirements files, only when they changed.
+
+requirements-dev.txt holds the tools (Ansible, linters, Molecule, pytest);
+requirements-runtime.txt what the training runtime's tests need (PyTorch, NumPy).
+"""
 
 from __future__ import annotations
 
@@ -11,12 +15,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV = ROOT / ".venv"
-REQUIREMENTS = ROOT / "requirements-dev.txt"
+REQUIREMENTS = [ROOT / "requirements-dev.txt", ROOT / "requirements-runtime.txt"]
 STAMP = VENV / ".requirements.sha256"
 
 
 def main() -> int:
-    digest = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()
+    digest = hashlib.sha256(b"".join(r.read_bytes() for r in REQUIREMENTS)).hexdigest()
     if STAMP.exists() and STAMP.read_text().strip() == digest:
         print(f"{VENV} is up to date")
         return 0
@@ -30,9 +34,10 @@ def main() -> int:
         "-q",
         "--disable-pip-version-check",
     ]
-    subprocess.check_call([*pip, "-r", str(REQUIREMENTS)])
+    files = [arg for r in REQUIREMENTS for arg in ("-r", str(r))]
+    subprocess.check_call([*pip, *files])
     STAMP.write_text(digest + "\n")
-    print(f"{VENV} installed from {REQUIREMENTS.name}")
+    print(f"{VENV} installed from {', '.join(r.name for r in REQUIREMENTS)}")
     return 0
 
 

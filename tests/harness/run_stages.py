@@ -54,6 +54,7 @@ def scenarios() -> list[str]:
 
 def build_stages() -> list[Stage]:
     harness = ROOT / "tests" / "harness"
+    workflows = sorted(str(p) for p in (ROOT / ".github" / "workflows").glob("*.yml"))
     stages = [
         Stage("host", [[str(harness / "ensure_host.sh")]], fatal=True),
         Stage("venv", [[sys.executable, str(harness / "ensure_venv.py")]], fatal=True),
@@ -67,7 +68,23 @@ def build_stages() -> list[Stage]:
         ),
         Stage("lint-ansible", [[venv_bin("ansible-lint"), "--profile", "production"]]),
         Stage("role-docs", [[venv_bin("python"), str(harness / "check_role_docs.py")]]),
+        Stage("mypy", [[str(harness / "mypy.sh")]]),
+        Stage("changelog", [[venv_bin("antsibull-changelog"), "lint"]]),
+        Stage(
+            "workflows",
+            [
+                [
+                    venv_bin("check-jsonschema"),
+                    "--builtin-schema",
+                    "vendor.github-workflows",
+                    *workflows,
+                ],
+                [venv_bin("zizmor"), "--offline", *workflows],
+                [venv_bin("python"), str(harness / "check_workflow.py")],
+            ],
+        ),
         Stage("sanity", [[str(harness / "sanity.sh")]]),
+        Stage("floor", [[str(harness / "floor.sh")]]),
         Stage("build", [[str(harness / "build_install.sh")]]),
         Stage("unit", [[venv_bin("pytest"), "-q", "tests/unit"]]),
     ]

@@ -157,7 +157,7 @@ class CheckpointManager:
         self._hooks: list[Any] = []
 
     # -- lifecycle -------------------------------------------------------------
-    def open(self) -> CheckpointManager:
+    def open(self) -> Self:
         """Create the directory, take the writer lock and clear crashed writes."""
         os.makedirs(self.directory, exist_ok=True)
         self._lock.acquire()

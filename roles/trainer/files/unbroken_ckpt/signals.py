@@ -40,7 +40,7 @@ class StopSignals:
         self.received_at: float | None = None
         self._previous: dict[int, Any] = {}
 
-    def install(self) -> StopSignals:
+    def install(self) -> Self:
         for sig in self.signals:
             self._previous[sig] = signal.signal(sig, self._handle)
         return self

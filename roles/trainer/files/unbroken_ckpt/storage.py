@@ -360,7 +360,8 @@ def _without_zip_crc32() -> contextlib.AbstractContextManager[Any]:
         return contextlib.nullcontext()
     if not hasattr(getattr(config, "save", None), "compute_crc32"):
         return contextlib.nullcontext()
-    return config.patch("save.compute_crc32", False)
+    patched: contextlib.AbstractContextManager[Any] = config.patch("save.compute_crc32", False)
+    return patched
 
 
 def _write_state(
