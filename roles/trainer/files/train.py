@@ -52,6 +52,7 @@ from unbroken_ckpt import (
     StopSignals,
     UnsafeCheckpointError,
     checkpoint_manifest,
+    metrics,
     parse_signal,
 )
 
@@ -313,6 +314,7 @@ class Progress:
         self.ckpt = ckpt
         self.resumed = resumed
         self.file = StatusFile(args.status_file or os.path.join(args.checkpoint_dir, "status.json"))
+        self.metrics = metrics.open(os.path.dirname(self.file.path), checkpoints=ckpt)
         self._mark = (time.monotonic(), 0)
 
     def write(self, state: str, step: int, epoch: int, loss: float | None) -> None:
@@ -335,6 +337,9 @@ class Progress:
             checkpoint_error=self.ckpt.last_error,
             resumed_from=self.resumed,
         )
+        if loss is not None:
+            lr = self.ckpt.objects["optimizer"].param_groups[0]["lr"]
+            self.metrics.log(step, loss=loss, lr=lr, samples_per_second=rate)
 
 
 def train(args: argparse.Namespace, run: Run, ckpt: CheckpointManager, stop: StopSignals) -> int:
@@ -350,6 +355,7 @@ def train(args: argparse.Namespace, run: Run, ckpt: CheckpointManager, stop: Sto
             "skipped": [list(s) for s in restored.skipped],
         }
     progress = Progress(args, ckpt, resumed)
+    progress.metrics.start(step, restored=restored)
     progress.write("training", step, run.sampler.epoch, None)
     loss: float | None = None
     while step < args.steps and not stop.requested:
@@ -375,9 +381,11 @@ def train(args: argparse.Namespace, run: Run, ckpt: CheckpointManager, stop: Sto
         final_checkpoint(ckpt, step, run, loss, stop, args.stop_budget)
         LOG.info("stopped at step %d after %s", step, stop.name)
         progress.write("stopping", step, run.sampler.epoch, loss)
+        progress.metrics.end(step, "stopped", stop.name)
         return EXIT_OK
     committed = ckpt.save(step, epoch=run.sampler.epoch, extras={"loss": loss}, blocking=True)
     progress.write("finished" if committed else "failed", step, run.sampler.epoch, loss)
+    progress.metrics.end(step, "finished" if committed else "failed")
     if committed is None:
         LOG.error(
             "training finished at step %d but its final checkpoint could not be written",
