@@ -315,10 +315,13 @@ class MetricsWriter:
         if self.backups == 0:
             os.unlink(self.path)
         else:
-            for index in range(self.backups - 1, 0, -1):
-                older = f"{self.path}.{index}"
-                if os.path.exists(older):
-                    os.replace(older, f"{self.path}.{index + 1}")
+            # Shift the run of files .1, .2, ... up by one (the oldest kept is replaced);
+            # every step is one atomic rename, so a crash in between loses or repeats nothing.
+            top = 0
+            while top < self.backups - 1 and os.path.exists(f"{self.path}.{top + 1}"):
+                top += 1
+            for index in range(top, 0, -1):
+                os.replace(f"{self.path}.{index}", f"{self.path}.{index + 1}")
             os.replace(self.path, f"{self.path}.1")
         self._open()
 
