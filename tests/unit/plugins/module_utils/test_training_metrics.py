@@ -90,6 +90,8 @@ def test_resume_drops_the_abandoned_steps_across_a_rotation(tmp_path: Path) -> N
     assert rotated_before_resume > 2
     with writer(tmp_path, max_bytes=2048, backups=20) as out:
         out.start(40, checkpoint="step-000040", skipped=[["step-000080", "size differs"]])
+        # Before the resumed run logs anything, the killed run's steps past 40 are gone.
+        assert tm.read_metrics(str(tmp_path)).records[-1]["step"] == 40
         for step in range(41, 61):
             out.log(step, loss=2000.0 + step, eval_loss=float(step))
         out.end(60, "stopped", "SIGTERM")
