@@ -353,7 +353,7 @@ def stream_files(path: str) -> List[str]:
         ((int(m.group(1)), n) for n in names for m in [pattern.match(n)] if m),
         reverse=True,
     )
-    files = [os.path.join(directory, name) for _, name in rotated]
+    files = [os.path.join(directory, name) for _index, name in rotated]
     if base in names:
         files.append(os.path.join(directory, base))
     return files

@@ -183,7 +183,7 @@ def test_tensorboard_event_files_hide_the_abandoned_steps_on_resume(tmp_path: Pa
     events = EventAccumulator(str(tmp_path / metrics.TENSORBOARD_DIR))
     events.Reload()
     points = [(e.step, e.value) for e in events.Scalars("loss")]
-    assert [s for s, _ in points] == list(range(1, 26))
+    assert [step for step, _value in points] == list(range(1, 26))
     assert [v for s, v in points if s > 20] == [200.0 + s for s in range(21, 26)]
 
 

@@ -270,12 +270,12 @@ def parse_textfile(text: str) -> dict:
     assert text.endswith("\n")
     for line in text.splitlines():
         if line.startswith("# HELP "):
-            name, _, help_text = line[7:].partition(" ")
+            name, help_text = line[7:].split(" ", 1)
             assert name not in families, f"second HELP for {name}"
             families[name] = {"help": help_text, "type": None, "samples": []}
             current = name
         elif line.startswith("# TYPE "):
-            name, _, kind = line[7:].partition(" ")
+            name, kind = line[7:].split(" ", 1)
             assert name == current and families[name]["type"] is None, line
             assert kind in ("gauge", "counter", "untyped")
             families[name]["type"] = kind
