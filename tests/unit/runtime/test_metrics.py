@@ -200,3 +200,13 @@ def test_a_failed_write_is_logged_once_and_training_goes_on(
     assert "could not write the log record" in caplog.records[0].getMessage()
     with pytest.raises(metrics.MetricsError):
         m.log(4, loss="high")  # bad input is still refused loudly
+
+
+def test_an_exception_in_the_with_block_is_recorded_as_a_failed_end(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError), metrics.open(str(tmp_path), tensorboard=False) as m:
+        m.start(0)
+        m.log(3, loss=1.0)
+        raise RuntimeError("CUDA error: an illegal memory access")
+    end = training_metrics.read_metrics(str(tmp_path)).events[-1]
+    assert (end["kind"], end["step"], end["state"]) == ("end", 3, "failed")
+    assert end["reason"] == "RuntimeError: CUDA error: an illegal memory access"
