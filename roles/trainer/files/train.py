@@ -60,6 +60,7 @@ from unbroken_ckpt import (
     StopSignals,
     UnsafeCheckpointError,
     checkpoint_manifest,
+    metrics,
     parse_signal,
 )
 
@@ -321,6 +322,7 @@ class Progress:
         self.loss: float | None = None
         self.file = StatusFile(args.status_file or os.path.join(args.checkpoint_dir, "status.json"))
         self.file.reserve()
+        self.metrics = metrics.open(os.path.dirname(self.file.path), checkpoints=ckpt)
         self._mark = (time.monotonic(), 0)
 
     def write(self, state: str, step: int, epoch: int | None, loss: float | None) -> None:
@@ -334,6 +336,9 @@ class Progress:
         )
         self._mark = (now, step)
         self.file.write(state, step, **self._fields(loss, rate))
+        if loss is not None:
+            lr = self.ckpt.objects["optimizer"].param_groups[0]["lr"]
+            self.metrics.log(step, loss=loss, lr=lr, samples_per_second=rate)
 
     def final(self, state: str, exit_code: int, reason: str, attempts: int = 3) -> None:
         """The process's last status: a terminal state, its exit code and why."""
@@ -345,6 +350,7 @@ class Progress:
             reason=reason,
             **self._fields(self.loss, None),
         )
+        self.metrics.end(self.step, state, reason)
 
     def _fields(self, loss: float | None, rate: float | None) -> dict[str, Any]:
         return {
@@ -385,6 +391,7 @@ def train(
             "step": restored.step,
             "skipped": [list(s) for s in restored.skipped],
         }
+    progress.metrics.start(step, restored=restored)
     progress.write("training", step, run.sampler.epoch, None)
     loss: float | None = None
     while step < args.steps and not stop.requested:

@@ -163,7 +163,8 @@ def test_status_file_and_a_changed_configuration(tmp_path: Path) -> None:
     assert (status["state"], status["step"], status["total_steps"]) == ("finished", 20, 20)
     assert status["last_checkpoint"]["name"] == "step-000020"
     assert status["updated_at"] >= status["started_at"]
-    assert list(status_file.parent.iterdir()) == [status_file], "temporary status files left behind"
+    # Beside the status file: the metrics stream, and no temporary status files.
+    assert sorted(p.name for p in status_file.parent.iterdir()) == ["job.json", "metrics.jsonl"]
 
     refused = run_train(ckpt, "--steps", 30, "--hidden", 48)
     assert refused.returncode == 5, refused.stdout

@@ -70,11 +70,18 @@ extra              object         script-specific additions
 A missing or unparsable file means "no heartbeat yet"; readers use ``read_status``.
 A status write that fails (e.g. a full disk) never stops training: the old file stays
 and the next write retries; the final write uses space set aside at the start.
+
+Metrics (``metrics``; format and reader in ``training_metrics``): ``metrics.jsonl`` beside
+the status file, appended, rotated by size, resumed without duplicate steps, plus
+TensorBoard event files when TensorBoard is installed::
+
+    from unbroken_ckpt import metrics
+    m = metrics.open(); m.log(step, loss=loss, lr=lr, **any_scalars)
 """
 
 from __future__ import annotations
 
-from . import checkpoint_manifest
+from . import checkpoint_manifest, metrics, training_metrics
 from .errors import (
     CheckpointError,
     CheckpointLockedError,
@@ -112,6 +119,8 @@ __all__ = [
     "UnsafeCheckpointError",
     "checkpoint_manifest",
     "load_state_file",
+    "metrics",
     "parse_signal",
     "read_status",
+    "training_metrics",
 ]
