@@ -215,6 +215,9 @@ def test_reuse_contract_validate_only_and_template(host) -> None:
     assert snapshot(host) == before, "validate.yml must not change the host"
     settings = json.loads(host.file("/tmp/ut-reuse/settings.json").content_string)
     assert settings == {"ClientAliveInterval": 30, "ClientAliveCountMax": 3, "TCPKeepAlive": True}
+    # Probes every 30 s, 3 unanswered, then one more period: 120 s (issue 17, item 12).
+    rendered = host.file("/tmp/ut-reuse/sshd_keepalive.conf").content_string
+    assert "A dead client is dropped after about 120 s" in rendered
     # The rendered drop-in is a valid sshd configuration carrying the same values.
     host.check_output(
         "printf 'HostKey /etc/ssh/ssh_host_ed25519_key\\nInclude /tmp/ut-reuse/*.conf\\n'"
