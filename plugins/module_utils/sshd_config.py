@@ -567,26 +567,39 @@ def _source(directive: Directive) -> dict:
 # --- Match blocks: which connections get other values -----------------------------------
 
 
+def _example_address(pattern: str) -> Optional[str]:
+    """An address the pattern matches: sshd compares Match Address only with parsable ones."""
+    if "/" in pattern:
+        try:
+            network = ipaddress.ip_network(pattern, strict=False)
+        except ValueError:
+            return None
+        return str(next(iter(network.hosts()), network.network_address))
+    candidate = pattern.replace("*", "1").replace("?", "1")
+    if ":" not in candidate:
+        # 10.* becomes 10.1, which sshd cannot parse: fill the missing octets.
+        parts = candidate.split(".")
+        candidate = ".".join(parts + ["1"] * (4 - len(parts)))
+    try:
+        ipaddress.ip_address(candidate)
+    except ValueError:
+        return None
+    return candidate if fnmatch.fnmatchcase(candidate, pattern) or "/" in pattern else None
+
+
 def _pattern_example(patterns: str, address: bool) -> Optional[str]:
     """A value the comma-separated pattern list matches, or None when none can be made."""
     negated = [p[1:] for p in patterns.split(",") if p.startswith("!")]
     for pattern in patterns.split(","):
         if not pattern or pattern.startswith("!"):
             continue
-        if address and "/" in pattern:
-            try:
-                network = ipaddress.ip_network(pattern, strict=False)
-            except ValueError:
-                continue
-            hosts = network.hosts()
-            candidate = str(next(iter(hosts), network.network_address))
+        if address:
+            candidate = _example_address(pattern)
         else:
-            candidate = pattern.replace("*", "1" if address else "x").replace(
-                "?", "1" if address else "x"
-            )
-        if not any(fnmatch.fnmatchcase(candidate, n) for n in negated):
+            candidate = pattern.replace("*", "x").replace("?", "x")
+        if candidate and not any(fnmatch.fnmatchcase(candidate, n) for n in negated):
             return candidate
-    if negated:
+    if negated and len(negated) == len([p for p in patterns.split(",") if p]):
         # Only negations: anything outside them.
         for candidate in ("192.0.2.1", "198.51.100.1") if address else ("root", "nobody", "x"):
             if not any(fnmatch.fnmatchcase(candidate, n) for n in negated):

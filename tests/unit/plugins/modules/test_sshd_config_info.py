@@ -650,7 +650,8 @@ def test_match_lines_are_found_with_file_and_line(etc: Path) -> None:
         ("User ad*", {"user": "adx"}),
         ("User !root", {"user": "nobody"}),
         ("Address 10.0.0.0/8", {"addr": "10.0.0.1"}),
-        ("Address 172.16.*", {"addr": "172.16.1"}),
+        ("Address 172.16.*", {"addr": "172.16.1.1"}),
+        ("Address 10.1?.0.5", {"addr": "10.11.0.5"}),
         ("Host *.example.org LocalPort 2222", {"host": "x.example.org", "lport": "2222"}),
         ("Group train", {"user": "alice"}),
     ],
@@ -665,7 +666,12 @@ def test_match_connection_satisfies_the_criteria(criteria: str, connection: dict
 
 @pytest.mark.parametrize(
     ("criteria", "reason"),
-    [("Group nobody-here", "no user is known"), ("Exec /bin/true", "cannot be given")],
+    [
+        ("Group nobody-here", "no user is known"),
+        ("Exec /bin/true", "cannot be given"),
+        # The only address made up is the negated one: say so rather than check another.
+        ("Address 10.1?.0.5,!10.11.0.5", "no Address matching"),
+    ],
 )
 def test_match_connection_says_why_it_cannot(criteria: str, reason: str) -> None:
     made, why = sc.match_connection(sc.MatchLine("f", 1, criteria), lambda group: None)
