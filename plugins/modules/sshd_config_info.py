@@ -249,9 +249,9 @@ expected:
 shadowed:
   description:
     - With O(included_file), what would still be wrong once that file held O(expect) (and
-      were included at the top when it is not yet), as in RV(mismatches): a line read
-      before it with another value, and the RV(mismatches) of checked connections. A
-      prediction for check mode, made before anything is written.
+      were included at the top when it is not yet), in the form of RV(mismatches). That is
+      a line read before it with another value, and the RV(mismatches) of checked
+      connections. A prediction for check mode, made before anything is written.
   returned: success
   type: list
   elements: dict
