@@ -1,9 +1,10 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 # Copyright (c) 2026 unbroken.training contributors
-"""Filters about OpenSSH versions, for sshd instances no module can run beside.
+"""Filters about OpenSSH versions and times, for sshd instances no module can run beside.
 
 The sshd of a container image is only reachable through ``docker run``; these filters
-read what it printed with the same code the ``sshd_config_info`` module uses on hosts.
+read what it printed with the same code the ``sshd_config_info`` module uses on hosts,
+and role variables in sshd's time format (``1m30s``) are read with that code too.
 Documentation: the YAML files next to this one, one per filter.
 """
 
@@ -13,9 +14,14 @@ from typing import Any, Dict
 
 from ansible.errors import AnsibleFilterError
 from ansible_collections.unbroken.training.plugins.module_utils.sshd_config import (
+    ConfigError,
     client_alive_probe_factor,
+    parse_seconds,
     parse_version,
+    probe_interval,
 )
+
+_RAISE = object()
 
 
 def openssh_probe_factor(text: Any) -> int:
@@ -30,8 +36,30 @@ def openssh_probe_factor(text: Any) -> int:
     return client_alive_probe_factor(version)
 
 
+def openssh_seconds(value: Any, invalid: Any = _RAISE) -> Any:
+    """Seconds of an OpenSSH time (``90``, ``1m``, ``1m30s``), or ``invalid`` when given."""
+    try:
+        return parse_seconds(value)
+    except ConfigError as exc:
+        if invalid is not _RAISE:
+            return invalid
+        raise AnsibleFilterError(f"openssh_seconds: {exc}") from exc
+
+
+def openssh_probe_interval(requested: Any, factor: Any) -> int:
+    """The ClientAliveInterval to write for ``requested`` on an sshd with probe ``factor``."""
+    try:
+        return probe_interval(requested, int(factor))
+    except (ConfigError, TypeError, ValueError) as exc:
+        raise AnsibleFilterError(f"openssh_probe_interval: {exc}") from exc
+
+
 class FilterModule:
-    """OpenSSH version filters."""
+    """OpenSSH version and time filters."""
 
     def filters(self) -> Dict[str, Any]:
-        return {"openssh_probe_factor": openssh_probe_factor}
+        return {
+            "openssh_probe_factor": openssh_probe_factor,
+            "openssh_seconds": openssh_seconds,
+            "openssh_probe_interval": openssh_probe_interval,
+        }

@@ -100,11 +100,52 @@ options:
     description:
       - A path (existing or not) to look for among the files the configuration reads
         unconditionally through C(Include); the answer is RV(included).
+      - Also the file RV(shadowed) predicts for, as if it held O(expect).
     type: path
+  check_match_blocks:
+    description:
+      - Only with O(target=sshd). Also run C(sshd -T -C) for a connection made up for every
+        C(Match) line in the files (a user, address, host, ... its criteria match; C(Group)
+        through a member of the group), so a C(Match) block that overrides O(expect) for
+        some connections is reported in RV(mismatches) with its file and line.
+      - Match lines no connection can be made up for are listed in RV(unchecked_match_blocks).
+    type: bool
+    default: false
+  match_contexts:
+    description:
+      - Only with O(target=sshd). Connections to check like those of O(check_match_blocks),
+        for example the users and addresses that matter. Missing C(user), C(host) and C(addr)
+        are filled with C(root), C(client.invalid) and C(192.0.2.1).
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      user:
+        description: User name of the connection.
+        type: str
+      host:
+        description: Remote host name of the connection.
+        type: str
+      addr:
+        description: Remote address of the connection.
+        type: str
+      laddr:
+        description: Local address the connection arrives on.
+        type: str
+      lport:
+        description: Local port the connection arrives on.
+        type: int
+      rdomain:
+        description: Routing domain of the connection.
+        type: str
 notes:
   - C(sshd -T) must run as root (it reads the host keys); use C(become).
   - Lines inside C(Match) blocks (and, for the client, C(Host) blocks that do not match
-    O(host)) are reported as conditional and never named as the winning line. A C(Match)
+    O(host)) are reported as conditional and never named as the winning line; with
+    O(check_match_blocks) or O(match_contexts) a C(Match) block's values are checked per
+    connection.
+  - Time values (C(ClientAliveInterval), C(ServerAliveInterval)) compare in seconds, so
+    C(1m30s) in O(expect) equals C(90) in the effective configuration. A C(Match)
     block opened in an included file ends with that file, as in OpenSSH 8.x and later.
 attributes:
   check_mode:
@@ -190,6 +231,8 @@ mismatches:
   description:
     - Keywords of O(expect) whose effective value differs, with C(keyword), C(expected),
       C(effective), C(origin) and a human-readable C(message) naming the winning file and line.
+    - Those of a checked connection (O(check_match_blocks), O(match_contexts)) also carry its
+      C(connection_spec).
   returned: success
   type: list
   elements: dict
@@ -203,6 +246,29 @@ expected:
   returned: success
   type: dict
   sample: {"ClientAliveInterval": 30, "ClientAliveCountMax": 3, "TCPKeepAlive": true}
+shadowed:
+  description:
+    - With O(included_file), what would still be wrong once that file held O(expect) (and
+      were included at the top when it is not yet), in the form of RV(mismatches). That is
+      a line read before it with another value, and the RV(mismatches) of checked
+      connections. A prediction for check mode, made before anything is written.
+  returned: success
+  type: list
+  elements: dict
+contexts:
+  description:
+    - The connections checked with C(sshd -T -C), each with C(connection_spec) and C(why)
+      (the C(Match) line it was made up for, or C(match_contexts)).
+  returned: success
+  type: list
+  elements: dict
+  sample: [{"connection_spec": "user=root,host=client.invalid,addr=192.0.2.1",
+            "why": "/etc/ssh/sshd_config line 130: Match User root"}]
+unchecked_match_blocks:
+  description: C(Match) lines no connection could be made up for, with C(match) and C(reason).
+  returned: success
+  type: list
+  elements: dict
 included:
   description: Whether O(included_file) is read unconditionally; null when not asked.
   returned: success
@@ -233,21 +299,28 @@ listen:
   sample: [{"address": "0.0.0.0", "port": 22, "connect_address": "127.0.0.1"}]
 """
 
+import grp
 import os
-import re
+import pwd
 from typing import Any, Dict, List, Optional
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.unbroken.training.plugins.module_utils.sshd_config import (
+    DEFAULT_CONNECTION,
     ConfigError,
     build_connection_spec,
     client_alive_probe_factor,
     compare,
     is_included,
     listen_endpoints,
+    match_connection,
+    match_lines,
+    match_mismatches,
     origin_of,
     parse_effective,
     parse_version,
+    predict_shadowed,
+    probe_interval,
     sources_for,
     walk_config,
 )
@@ -278,6 +351,20 @@ def argument_spec() -> Dict[str, Any]:
         "expect": {"type": "dict", "default": {}},
         "compensate_slow_probes": {"type": "bool", "default": False},
         "included_file": {"type": "path"},
+        "check_match_blocks": {"type": "bool", "default": False},
+        "match_contexts": {
+            "type": "list",
+            "elements": "dict",
+            "default": [],
+            "options": {
+                "user": {"type": "str"},
+                "host": {"type": "str"},
+                "addr": {"type": "str"},
+                "laddr": {"type": "str"},
+                "lport": {"type": "int"},
+                "rdomain": {"type": "str"},
+            },
+        },
     }
 
 
@@ -310,14 +397,86 @@ def compensated(expect: Dict[str, Any], factor: int) -> Dict[str, Any]:
     for keyword, value in expect.items():
         if keyword.lower() != "clientaliveinterval":
             continue
-        text = str(value).strip()
-        if isinstance(value, bool) or not re.fullmatch(r"[0-9]+", text):
+        try:
+            result[keyword] = probe_interval(value, factor)
+        except ConfigError as exc:
             raise ConfigError(
-                f"{keyword}={value!r} in expect must be a whole number of seconds"
-                " to compensate for slow probes"
-            )
-        result[keyword] = max(1, int(text) // max(1, factor))
+                f"{keyword}={value!r} in expect is not a time sshd reads: {exc}"
+            ) from exc
     return result
+
+
+def group_member(name: str) -> Optional[str]:
+    """A user in group ``name`` (a listed member, else one whose primary group it is)."""
+    try:
+        group = grp.getgrnam(name)
+    except KeyError:
+        return None
+    if group.gr_mem:
+        return group.gr_mem[0]
+    return next((user.pw_name for user in pwd.getpwall() if user.pw_gid == group.gr_gid), None)
+
+
+def read_effective(module: AnsibleModule, command: List[str]) -> Dict[str, Any]:
+    rc, out, err = module.run_command(command, environ_update={"LC_ALL": "C"})
+    if rc != 0:
+        module.fail_json(
+            msg=f"{' '.join(command)} failed (rc={rc}): {(err or out).strip()}",
+            rc=rc,
+            stdout=out,
+            stderr=err,
+            command=command,
+        )
+    return parse_effective(out)
+
+
+def connections_to_check(
+    params: Dict[str, Any], config_file: str
+) -> tuple[List[tuple], List[dict]]:
+    """(connection, why) pairs for sshd -T -C, and the Match lines none was made up for."""
+    wanted: List[tuple] = []
+    unchecked: List[dict] = []
+    if params["check_match_blocks"]:
+        for match in match_lines(config_file, params["base_dir"]):
+            connection, reason = match_connection(match, group_member)
+            if connection is None:
+                unchecked.append({"match": match.describe(), "reason": reason})
+            else:
+                wanted.append((connection, match.describe()))
+    for given in params["match_contexts"]:
+        connection = {k: v for k, v in given.items() if v is not None and v != ""}
+        wanted.append(({**DEFAULT_CONNECTION, **connection}, "match_contexts"))
+    return wanted, unchecked
+
+
+def check_connections(
+    module: AnsibleModule,
+    base_command: List[str],
+    effective: Dict[str, Any],
+    expect: Dict[str, Any],
+    sources: Dict[str, list],
+    requested: Dict[str, Any],
+    wanted: List[tuple],
+    mismatches: List[dict],
+) -> List[dict]:
+    """Read sshd -T -C for each wanted connection; append what a Match block overrides."""
+    contexts = []
+    per_connection: List[dict] = []
+    for connection, why in wanted:
+        context_spec = build_connection_spec(connection) or ""
+        seen = read_effective(module, [*base_command, "-C", context_spec])
+        contexts.append({"connection_spec": context_spec, "why": why})
+        per_connection += match_mismatches(
+            effective, seen, expect, sources, context_spec, requested
+        )
+    # One message per keyword and Match line, however many connections showed it.
+    reported = set()
+    for found in per_connection:
+        key = (found["keyword"], str(found["origin"]))
+        if key not in reported:
+            reported.add(key)
+            mismatches.append(found)
+    return contexts
 
 
 def run_module(module: AnsibleModule) -> Dict[str, Any]:
@@ -331,6 +490,8 @@ def run_module(module: AnsibleModule) -> Dict[str, Any]:
         module.fail_json(msg="connection is only for target=sshd (ssh -G has no -C)")
     if target == "ssh" and params["compensate_slow_probes"]:
         module.fail_json(msg="compensate_slow_probes is only for target=sshd (ClientAliveInterval)")
+    if target == "ssh" and (params["check_match_blocks"] or params["match_contexts"]):
+        module.fail_json(msg="check_match_blocks and match_contexts are only for target=sshd")
     config_file = params["config_file"] or DEFAULT_CONFIG[target]
     if not os.path.isfile(config_file):
         module.fail_json(msg=f"{config_file} does not exist")
@@ -339,16 +500,7 @@ def run_module(module: AnsibleModule) -> Dict[str, Any]:
     binary = find_binary(module, target, params["binary"])
     command = build_command(target, binary, config_file, spec, params["host"])
 
-    rc, out, err = module.run_command(command, environ_update={"LC_ALL": "C"})
-    if rc != 0:
-        module.fail_json(
-            msg=f"{' '.join(command)} failed (rc={rc}): {(err or out).strip()}",
-            rc=rc,
-            stdout=out,
-            stderr=err,
-            command=command,
-        )
-    effective = parse_effective(out)
+    effective = read_effective(module, command)
     # Old sshd has no -V but prints the version with its usage: the exit status is no use.
     version_run = module.run_command([binary, "-V"], environ_update={"LC_ALL": "C"})
     version = parse_version(f"{version_run[1]}\n{version_run[2]}")
@@ -357,15 +509,31 @@ def run_module(module: AnsibleModule) -> Dict[str, Any]:
     if params["compensate_slow_probes"] and factor:
         expect = compensated(expect, factor)
 
+    requested = dict(params["expect"])
+
     client_host = params["host"] if target == "ssh" else None
     directives, files = walk_config(config_file, params["base_dir"], client_host)
     keywords = list(params["keywords"]) + list(expect)
     sources = sources_for(directives, keywords)
+    mismatches = compare(effective, expect, sources, requested)
+
+    # Match blocks override the global values for the connections they match: sshd -T
+    # alone never shows them, so each connection that matters gets its own read.
+    wanted, unchecked = connections_to_check(params, config_file) if target == "sshd" else ([], [])
+    contexts = check_connections(
+        module, command[:4], effective, expect, sources, requested, wanted, mismatches
+    )
     included = None
+    shadowed: List[dict] = []
     if params["included_file"]:
         included = is_included(
             config_file, params["included_file"], params["base_dir"], client_host
         )
+        pretended = walk_config(
+            config_file, params["base_dir"], client_host, pretend=params["included_file"]
+        )[0]
+        shadowed = predict_shadowed(pretended, expect, params["included_file"], included, requested)
+        shadowed += [found for found in mismatches if "connection_spec" in found]
     return {
         "changed": False,
         "config": effective,
@@ -374,7 +542,10 @@ def run_module(module: AnsibleModule) -> Dict[str, Any]:
         "files": files,
         "sources": sources,
         "origins": {key: origin_of(found) for key, found in sources.items()},
-        "mismatches": compare(effective, expect, sources),
+        "mismatches": mismatches,
+        "shadowed": shadowed,
+        "contexts": contexts,
+        "unchecked_match_blocks": unchecked,
         "expected": expect,
         "included": included,
         "version": version,

@@ -32,9 +32,12 @@ testinfra_hosts = [f"ansible://{PRIMARY}"]
 
 BAD_VARS = [
     ({"sshd_keepalive_client_alive_count_max": 0}, "OpenSSH 8.2"),
-    ({"sshd_keepalive_client_alive_interval": "abc"}, "unable to convert to int"),
-    ({"sshd_keepalive_client_alive_interval": -5}, "whole, non-negative number"),
-    ({"sshd_keepalive_client_alive_interval": True}, "whole, non-negative number"),
+    ({"sshd_keepalive_client_alive_count_max": "abc"}, "unable to convert to int"),
+    ({"sshd_keepalive_client_alive_count_max": -1}, "whole, non-negative number"),
+    ({"sshd_keepalive_client_alive_interval": "abc"}, "a time as sshd and ssh read it"),
+    ({"sshd_keepalive_client_alive_interval": "1 m"}, "a time as sshd and ssh read it"),
+    ({"sshd_keepalive_client_alive_interval": -5}, "with no sign, fraction"),
+    ({"sshd_keepalive_client_alive_interval": True}, "with no sign, fraction"),
     ({"sshd_keepalive_server_alive_interval": 1.5}, "sshd_keepalive_server_alive_interval"),
     ({"sshd_keepalive_client_alive_interval": 0}, "0 switches keepalive off"),
     ({"sshd_keepalive_client_alive_interval": 300}, "less than sshd_keepalive_idle_timeout"),
@@ -132,6 +135,9 @@ def test_shadowing_line_fails_clearly_and_rolls_back(host, case: str) -> None:
         assert result.returncode != 0, result.stdout[-3000:]
         assert message in result.stdout, result.stdout[-3000:]
         assert f"ClientAliveInterval is 0, expected {written_interval(host, 45)}" in result.stdout
+        if openssh_version(host) in SLOW_PROBE_VERSIONS:
+            # Both the value compared and the one the user asked for (issue 17, item 13).
+            assert "expected 22 (45 requested, halved" in result.stdout
         assert snapshot(host) == before, "the drop-in was not rolled back"
         written = written_interval(host, 60)
         assert f"ClientAliveInterval {written}" in host.file(DROPIN).content_string
@@ -209,6 +215,9 @@ def test_reuse_contract_validate_only_and_template(host) -> None:
     assert snapshot(host) == before, "validate.yml must not change the host"
     settings = json.loads(host.file("/tmp/ut-reuse/settings.json").content_string)
     assert settings == {"ClientAliveInterval": 30, "ClientAliveCountMax": 3, "TCPKeepAlive": True}
+    # Probes every 30 s, 3 unanswered, then one more period: 120 s (issue 17, item 12).
+    rendered = host.file("/tmp/ut-reuse/sshd_keepalive.conf").content_string
+    assert "A dead client is dropped after about 120 s" in rendered
     # The rendered drop-in is a valid sshd configuration carrying the same values.
     host.check_output(
         "printf 'HostKey /etc/ssh/ssh_host_ed25519_key\\nInclude /tmp/ut-reuse/*.conf\\n'"

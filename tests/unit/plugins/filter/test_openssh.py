@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 # Copyright (c) 2026 unbroken.training contributors
-"""Unit tests for the openssh_probe_factor filter (plugins/filter/openssh.py)."""
+"""Unit tests for the OpenSSH filters (plugins/filter/openssh.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.unbroken.training.plugins.filter.openssh import (
     FilterModule,
     openssh_probe_factor,
+    openssh_probe_interval,
+    openssh_seconds,
 )
 
 # What `sshd -V` prints (on stderr) in the images the dev container is built from.
@@ -47,5 +49,29 @@ def test_text_without_a_version_or_not_text_is_refused() -> None:
         openssh_probe_factor(2)
 
 
-def test_filter_is_registered_under_its_documented_name() -> None:
-    assert FilterModule().filters() == {"openssh_probe_factor": openssh_probe_factor}
+def test_filters_are_registered_under_their_documented_names() -> None:
+    assert FilterModule().filters() == {
+        "openssh_probe_factor": openssh_probe_factor,
+        "openssh_seconds": openssh_seconds,
+        "openssh_probe_interval": openssh_probe_interval,
+    }
+
+
+def test_seconds_reads_sshd_time_formats_and_refuses_the_rest() -> None:
+    assert openssh_seconds("1m30s") == 90
+    assert openssh_seconds(60) == 60
+    assert openssh_seconds("1.5", None) is None
+    assert openssh_seconds(True, -1) == -1
+    with pytest.raises(AnsibleFilterError, match="not an OpenSSH time"):
+        openssh_seconds("1 m")
+
+
+def test_probe_interval_is_the_modules_rule() -> None:
+    """One rule for the role, the module and pytorch_image: halve, round down, at least 1."""
+    assert openssh_probe_interval(60, 2) == 30
+    assert openssh_probe_interval("1m", "2") == 30
+    assert openssh_probe_interval(45, 2) == 22
+    assert openssh_probe_interval(1, 2) == 1
+    assert openssh_probe_interval(60, 1) == 60
+    with pytest.raises(AnsibleFilterError):
+        openssh_probe_interval("soon", 2)

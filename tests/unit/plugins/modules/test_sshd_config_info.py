@@ -540,17 +540,31 @@ def test_module_without_compensation_compares_as_given(etc: Path, fake_sshd: Fak
     assert result["mismatches"][0]["expected"] == "60"
 
 
-def test_module_refuses_compensation_of_a_non_integer_interval(
-    etc: Path, fake_sshd: FakeRun
-) -> None:
-    result = fail_module(
+def test_module_compensates_an_interval_in_sshd_time_format(etc: Path, fake_sshd: FakeRun) -> None:
+    """sshd reads 1m as 60 (sshd -T -o ClientAliveInterval=1m prints 60): so do we."""
+    fake_sshd.out = SSHD_T_OUTPUT.replace("clientaliveinterval 0", "clientaliveinterval 30")
+    result = run_module(
         {
             "config_file": str(etc / "sshd_config"),
             "expect": {"ClientAliveInterval": "1m"},
             "compensate_slow_probes": True,
         }
     )
-    assert "whole number of seconds" in result["msg"]
+    assert result["expected"] == {"ClientAliveInterval": 30}
+    assert result["mismatches"] == []
+
+
+def test_module_refuses_compensation_of_a_value_that_is_not_a_time(
+    etc: Path, fake_sshd: FakeRun
+) -> None:
+    result = fail_module(
+        {
+            "config_file": str(etc / "sshd_config"),
+            "expect": {"ClientAliveInterval": "1.5"},
+            "compensate_slow_probes": True,
+        }
+    )
+    assert "is not a time sshd reads" in result["msg"]
 
 
 def test_module_refuses_compensation_for_the_client(tmp_path: Path, fake_sshd: FakeRun) -> None:
@@ -560,3 +574,183 @@ def test_module_refuses_compensation_for_the_client(tmp_path: Path, fake_sshd: F
     )
     assert "only for target=sshd" in result["msg"]
     assert fake_sshd.commands == []
+
+
+# --- time formats (sshd_config(5), TIME FORMATS) --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("60", 60),
+        (60, 60),
+        ("1m", 60),
+        ("1m30s", 90),
+        ("1M30S", 90),
+        ("2h", 7200),
+        ("1w1d", 691200),
+        ("10s5", 15),
+        ("0", 0),
+    ],
+)
+def test_parse_seconds_reads_what_sshd_reads(value: object, seconds: int) -> None:
+    assert sc.parse_seconds(value) == seconds
+
+
+@pytest.mark.parametrize("bad", ["", "1.5", "-5", "+5", " 60", "1x", "m", True, 1.5, "99999999999"])
+def test_parse_seconds_refuses_what_sshd_refuses(bad: object) -> None:
+    with pytest.raises(sc.ConfigError):
+        sc.parse_seconds(bad)
+
+
+@pytest.mark.parametrize(
+    ("requested", "factor", "written"),
+    [(60, 2, 30), ("1m", 2, 30), ("45", 2, 22), (1, 2, 1), ("1m30s", 1, 90)],
+)
+def test_probe_interval_halves_only_for_slow_probes(
+    requested: object, factor: int, written: int
+) -> None:
+    assert sc.probe_interval(requested, factor) == written
+
+
+def test_compare_reads_time_formats_as_seconds() -> None:
+    assert sc.compare({"clientaliveinterval": "60"}, {"ClientAliveInterval": "1m"}, {}) == []
+    found = sc.compare({"clientaliveinterval": "60"}, {"ClientAliveInterval": "1m30s"}, {})
+    assert "ClientAliveInterval is 60, expected 90" in found[0]["message"]
+
+
+def test_compare_names_the_requested_value_beside_the_halved_one(etc: Path) -> None:
+    write(etc / "sshd_config.d/00-aaa.conf", "ClientAliveInterval 0\n")
+    sources = sc.sources_for(sc.walk_config(str(etc / "sshd_config"))[0], ["ClientAliveInterval"])
+    found = sc.compare(
+        {"clientaliveinterval": "0"},
+        {"ClientAliveInterval": 30},
+        sources,
+        requested={"ClientAliveInterval": 60},
+    )
+    assert "ClientAliveInterval is 0, expected 30 (60 requested" in found[0]["message"]
+
+
+# --- Match blocks (item: a Match block that turns keepalive off) ----------------------------
+
+
+def test_match_lines_are_found_with_file_and_line(etc: Path) -> None:
+    write(etc / "sshd_config.d/50-site.conf", "Match Address 10.0.0.0/8,!10.9.9.9 User ad*\n")
+    found = sc.match_lines(str(etc / "sshd_config"))
+    assert [m.describe() for m in found] == [
+        f"{etc}/sshd_config.d/50-site.conf line 1: Match Address 10.0.0.0/8,!10.9.9.9 User ad*",
+        f"{etc}/sshd_config line 4: Match User backup",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("criteria", "connection"),
+    [
+        ("User root", {"user": "root"}),
+        ("User ad*", {"user": "adx"}),
+        ("User !root", {"user": "nobody"}),
+        ("Address 10.0.0.0/8", {"addr": "10.0.0.1"}),
+        ("Address 172.16.*", {"addr": "172.16.1.1"}),
+        ("Address 10.1?.0.5", {"addr": "10.11.0.5"}),
+        ("Host *.example.org LocalPort 2222", {"host": "x.example.org", "lport": "2222"}),
+        ("Group train", {"user": "alice"}),
+    ],
+)
+def test_match_connection_satisfies_the_criteria(criteria: str, connection: dict) -> None:
+    made, reason = sc.match_connection(
+        sc.MatchLine("f", 1, criteria), lambda group: "alice" if group == "train" else None
+    )
+    assert reason == ""
+    assert made == {**sc.DEFAULT_CONNECTION, **connection}
+
+
+@pytest.mark.parametrize(
+    ("criteria", "reason"),
+    [
+        ("Group nobody-here", "no user is known"),
+        ("Exec /bin/true", "cannot be given"),
+        # The only address made up is the negated one: say so rather than check another.
+        ("Address 10.1?.0.5,!10.11.0.5", "no Address matching"),
+    ],
+)
+def test_match_connection_says_why_it_cannot(criteria: str, reason: str) -> None:
+    made, why = sc.match_connection(sc.MatchLine("f", 1, criteria), lambda group: None)
+    assert made is None
+    assert reason in why
+
+
+def test_module_checks_every_match_block_and_names_its_line(etc: Path, fake_sshd: FakeRun) -> None:
+    """sshd -T alone says 60; sshd -T -C user=backup says 5, from the Match block."""
+    global_out = SSHD_T_OUTPUT.replace("clientaliveinterval 0", "clientaliveinterval 60")
+    matched_out = SSHD_T_OUTPUT.replace("clientaliveinterval 0", "clientaliveinterval 5")
+
+    def record(args: list, **kwargs: object) -> tuple:
+        fake_sshd.commands.append(list(args))
+        if args[1:] == ["-V"]:
+            return fake_sshd.version_output
+        return 0, matched_out if "-C" in args else global_out, ""
+
+    fake_sshd.record = record  # type: ignore[method-assign]
+    result = run_module(
+        {
+            "config_file": str(etc / "sshd_config"),
+            "expect": {"ClientAliveInterval": 60},
+            "check_match_blocks": True,
+            "match_contexts": [{"user": "alice", "addr": "198.51.100.7"}],
+            "included_file": str(etc / "sshd_config.d/00-unbroken-keepalive.conf"),
+        }
+    )
+    specs = [c[-1] for c in fake_sshd.commands if "-C" in c]
+    assert specs == [
+        "user=backup,host=client.invalid,addr=192.0.2.1",
+        "user=alice,host=client.invalid,addr=198.51.100.7",
+    ]
+    # Both connections see 5 from the same line: reported once.
+    assert len(result["mismatches"]) == 1
+    message = result["mismatches"][0]["message"]
+    assert "ClientAliveInterval is 5 for connections like user=backup" in message
+    assert f"{etc}/sshd_config line 5 sets 'ClientAliveInterval 5'" in message
+    assert f"in the block of {etc}/sshd_config line 4: Match User backup" in message
+    assert result["shadowed"] == result["mismatches"]
+
+
+def test_module_does_not_check_match_blocks_unless_asked(etc: Path, fake_sshd: FakeRun) -> None:
+    run_module({"config_file": str(etc / "sshd_config"), "expect": {"ClientAliveInterval": 0}})
+    assert not [c for c in fake_sshd.commands if "-C" in c]
+
+
+# --- check mode: predicting the refusal -----------------------------------------------------
+
+
+def test_shadowed_predicts_a_dropin_that_sorts_before_ours(etc: Path, fake_sshd: FakeRun) -> None:
+    """Ours is not written yet; a drop-in sorting first would still win once it is."""
+    write(etc / "sshd_config.d/00-aaa-site.conf", "# site\nClientAliveInterval 0\n")
+    write(etc / "sshd_config.d/50-later.conf", "ClientAliveCountMax 9\n")
+    result = run_module(
+        {
+            "config_file": str(etc / "sshd_config"),
+            "expect": {"ClientAliveInterval": 60, "ClientAliveCountMax": 3},
+            "compensate_slow_probes": True,
+            "included_file": str(etc / "sshd_config.d/00-unbroken-keepalive.conf"),
+        }
+    )
+    assert [found["keyword"] for found in result["shadowed"]] == ["ClientAliveInterval"]
+    message = result["shadowed"][0]["message"]
+    assert "ClientAliveInterval would be 0, expected 30 (60 requested" in message
+    assert "00-aaa-site.conf line 2" in message
+
+
+def test_shadowed_is_empty_when_our_include_would_come_first(
+    tmp_path: Path, fake_sshd: FakeRun
+) -> None:
+    main = write(tmp_path / "sshd_config", "ClientAliveInterval 0\n")
+    result = run_module(
+        {
+            "config_file": str(main),
+            "expect": {"ClientAliveInterval": 60},
+            "included_file": str(tmp_path / "sshd_config.d/00-unbroken-keepalive.conf"),
+        }
+    )
+    assert result["included"] is False
+    assert result["mismatches"], "today's value is not ours"
+    assert result["shadowed"] == [], "the Include goes above line 1"
