@@ -72,7 +72,7 @@ def evaluate(checks: Any, note: Optional[str] = None) -> Dict[str, Any]:
     return result
 
 
-class ActionModule(ActionBase):
+class ActionModule(ActionBase):  # type: ignore[misc]  # ansible-core is untyped here
     """Evaluate every rule, then fail once with every message of the rules that do not hold."""
 
     TRANSFERS_FILES = False
@@ -80,7 +80,7 @@ class ActionModule(ActionBase):
     _VALID_ARGS = frozenset(("checks", "note"))
 
     def run(self, tmp: Any = None, task_vars: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-        result = super().run(tmp, task_vars)
+        result: Dict[str, Any] = super().run(tmp, task_vars)
         del tmp
         note = self._task.args.get("note")
         try:

@@ -515,7 +515,7 @@ def predict_shadowed(
     ours: str,
     included: bool,
     requested: Optional[Dict[str, object]] = None,
-) -> List[dict]:
+) -> List[Dict[str, Any]]:
     """What would still override ``expected`` once ``ours`` holds it (for check mode).
 
     ``directives`` come from :func:`walk_config` with ``pretend=ours``. When ``ours`` is
@@ -556,7 +556,7 @@ def predict_shadowed(
     return result
 
 
-def _source(directive: Directive) -> dict:
+def _source(directive: Directive) -> Dict[str, Any]:
     return {
         "file": directive.file,
         "line": directive.line,
@@ -649,10 +649,10 @@ def match_mismatches(
     global_effective: Dict[str, EffectiveValue],
     context_effective: Dict[str, EffectiveValue],
     expected: Dict[str, object],
-    sources: Dict[str, list],
+    sources: Dict[str, List[Dict[str, Any]]],
     spec: str,
     requested: Optional[Dict[str, object]] = None,
-) -> List[dict]:
+) -> List[Dict[str, Any]]:
     """Keywords a Match block sets to another value than expected for one connection.
 
     Only values that differ from the global ones count: those come from a Match block

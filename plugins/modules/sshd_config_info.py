@@ -302,7 +302,7 @@ listen:
 import grp
 import os
 import pwd
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.unbroken.training.plugins.module_utils.sshd_config import (
@@ -432,10 +432,10 @@ def read_effective(module: AnsibleModule, command: List[str]) -> Dict[str, Any]:
 
 def connections_to_check(
     params: Dict[str, Any], config_file: str
-) -> tuple[List[tuple], List[dict]]:
+) -> Tuple[List[Tuple[Any, ...]], List[Dict[str, Any]]]:
     """(connection, why) pairs for sshd -T -C, and the Match lines none was made up for."""
-    wanted: List[tuple] = []
-    unchecked: List[dict] = []
+    wanted: List[Tuple[Any, ...]] = []
+    unchecked: List[Dict[str, Any]] = []
     if params["check_match_blocks"]:
         for match in match_lines(config_file, params["base_dir"]):
             connection, reason = match_connection(match, group_member)
@@ -454,14 +454,14 @@ def check_connections(
     base_command: List[str],
     effective: Dict[str, Any],
     expect: Dict[str, Any],
-    sources: Dict[str, list],
+    sources: Dict[str, List[Dict[str, Any]]],
     requested: Dict[str, Any],
-    wanted: List[tuple],
-    mismatches: List[dict],
-) -> List[dict]:
+    wanted: List[Tuple[Any, ...]],
+    mismatches: List[Dict[str, Any]],
+) -> List[Dict[str, Any]]:
     """Read sshd -T -C for each wanted connection; append what a Match block overrides."""
     contexts = []
-    per_connection: List[dict] = []
+    per_connection: List[Dict[str, Any]] = []
     for connection, why in wanted:
         context_spec = build_connection_spec(connection) or ""
         seen = read_effective(module, [*base_command, "-C", context_spec])
@@ -524,7 +524,7 @@ def run_module(module: AnsibleModule) -> Dict[str, Any]:
         module, command[:4], effective, expect, sources, requested, wanted, mismatches
     )
     included = None
-    shadowed: List[dict] = []
+    shadowed: List[Dict[str, Any]] = []
     if params["included_file"]:
         included = is_included(
             config_file, params["included_file"], params["base_dir"], client_host

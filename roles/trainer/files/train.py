@@ -337,7 +337,9 @@ class Progress:
         self._mark = (now, step)
         self.file.write(state, step, **self._fields(loss, rate))
         if loss is not None:
-            lr = self.ckpt.objects["optimizer"].param_groups[0]["lr"]
+            optimizer = self.ckpt.objects["optimizer"]
+            assert isinstance(optimizer, torch.optim.Optimizer)
+            lr = optimizer.param_groups[0]["lr"]
             self.metrics.log(step, loss=loss, lr=lr, samples_per_second=rate)
 
     def final(self, state: str, exit_code: int, reason: str, attempts: int = 3) -> None:
