@@ -106,13 +106,8 @@ notes:
   - Lines inside C(Match) blocks (and, for the client, C(Host) blocks that do not match
     O(host)) are reported as conditional and never named as the winning line. A C(Match)
     block opened in an included file ends with that file, as in OpenSSH 8.x and later.
-attributes:
-  check_mode:
-    description: Reads only, so check mode returns the same result.
-    support: full
-  diff_mode:
-    description: Nothing changes, so there is nothing to diff.
-    support: none
+extends_documentation_fragment:
+  - unbroken.training.attributes.info_module
 """
 
 EXAMPLES = r"""
