@@ -56,8 +56,7 @@ def stream_command(args: List[str], on_line: Callable[[str], None]) -> Tuple[int
         with subprocess.Popen(
             args, stdout=subprocess.PIPE, stderr=errors, stdin=subprocess.DEVNULL
         ) as process:
-            assert process.stdout is not None
-            for raw in process.stdout:
+            for raw in process.stdout or ():
                 on_line(raw.decode("utf-8", "replace").rstrip("\n"))
             rc = process.wait()
         errors.seek(0)
