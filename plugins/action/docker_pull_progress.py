@@ -94,7 +94,7 @@ class ActionModule(ActionBase):
                 )
                 return {k: v for k, v in status.items() if k not in _ASYNC_KEYS}
             if status.get("failed"):
-                return status
+                return dict(status)
             state = self._progress(args["progress_file"], task_vars)
             if state:
                 line = describe(state) if shown else announce(state)

@@ -176,7 +176,7 @@ def pull(
 ) -> int:
     """Pull `target`; return the number of attempts. Retries transient failures only."""
     config_dir = tempfile.mkdtemp(prefix="docker_image_digest.") if credentials else None
-    on_line = progress.feed if progress else (lambda _line: None)
+    on_line = progress.feed if progress else _ignore
     try:
         args: List[str] = []
         if config_dir and credentials:
@@ -207,6 +207,10 @@ def pull(
     finally:
         if config_dir:
             shutil.rmtree(config_dir, ignore_errors=True)
+
+
+def _ignore(_line: str) -> None:
+    """Lines of a pull nobody watches."""
 
 
 def write_progress(path: str, state: Dict[str, Any]) -> None:

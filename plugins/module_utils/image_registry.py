@@ -187,7 +187,8 @@ def pick_platform(index: Dict[str, Any], os_arch: Tuple[str, str]) -> Optional[s
     for entry in index.get("manifests", []):
         plat = entry.get("platform", {})
         if (plat.get("os"), plat.get("architecture")) == os_arch:
-            return entry.get("digest")
+            digest = entry.get("digest")
+            return str(digest) if digest else None
     return None
 
 

@@ -142,7 +142,7 @@ def test_progress_file_grows_while_the_pull_runs_and_holds_no_secret(tmp_path):
     assert seen[0]["layers_done"] == 0
     assert seen[-1]["layers_done"] == 2 and seen[-1]["bytes_done"] == 4000
     assert all("s3cret" not in json.dumps(state) for state in seen)
-    assert [name for name in os.listdir(tmp_path)] == ["progress.json"]
+    assert os.listdir(tmp_path) == ["progress.json"]
 
 
 def test_stream_command_hands_over_each_line_and_keeps_stderr_apart():
