@@ -43,13 +43,8 @@ options:
     type: str
     choices: [sizes, newest, all]
     default: sizes
-attributes:
-  check_mode:
-    description: Reads only, so check mode returns the same result.
-    support: full
-  diff_mode:
-    description: Nothing changes, so there is nothing to diff.
-    support: none
+extends_documentation_fragment:
+  - unbroken.training.attributes.info_module
 notes:
   - Checksum verification reads each checkpoint completely and uses up to four threads;
     CRC-32 runs at about 2-4 GB/s per core, SHA-256 at about 1 GB/s with CPU SHA extensions.

@@ -18,10 +18,20 @@ description:
     and the CA certificate Docker uses for that registry), so a wrong digest or rejected
     credentials fail with a clear message, and the image size feeds a free-disk check on
     Docker's data root.
-  - Pulls with retries and exponential backoff on transient failures only; a missing manifest,
-    rejected credentials or a certificate error fail at once.
+  - Pulls with C(docker pull), so the engine's mirrors, C(certs.d) and proxy settings and the
+    client's saved logins and credential helpers apply; retries with exponential backoff on
+    transient failures only; a missing manifest, rejected credentials or a certificate error
+    fail at once.
   - Credentials are handed to C(docker pull) through a temporary client configuration that is
     removed afterwards; they are never written to a persistent file nor returned.
+  - The docker client does what it can do (pull, load, tag, remove, inspect). The module adds
+    only what neither the client nor community.docker does. The digest-only policy (no pull
+    by tag unless allowed). The manifest read before a pull, for the size (free-disk check,
+    progress) and a definite "no such digest" or "credentials rejected" before minutes of
+    pulling; C(docker manifest inspect) asks no mirror, and community.docker's modules need
+    the Docker SDK for Python on the host. The free-disk check. The image ID check of an
+    archive before C(docker load). Pruning that keeps N older versions and every image a
+    container uses.
   - With O(source=archive) it loads a C(docker save) tarball from the managed host instead,
     after checking that the tarball holds the expected image ID, and checks the ID again after
     loading.
@@ -124,6 +134,16 @@ options:
     description: Docker command-line client.
     type: str
     default: docker
+  progress_file:
+    description:
+      - While pulling, keep a JSON document here with the layers and bytes done so far
+        (C(target), C(attempt), C(layers_done), C(layers_total), C(bytes_done),
+        C(bytes_total), C(elapsed_s)), replaced atomically at each change and removed when
+        the module ends.
+      - Meant for a run with C(async) and a poller such as M(unbroken.training.docker_pull_progress)
+        that shows it in the task output; bytes advance a layer at a time, since C(docker pull)
+        prints no byte counts without a terminal.
+    type: path
 notes:
   - Supports check mode and diff mode.
 requirements:
@@ -206,464 +226,43 @@ kept_in_use:
   elements: str
 """
 
-import base64
-import hashlib
-import json
 import os
-import platform
-import re
-import shutil
-import tarfile
-import tempfile
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.urls import ConnectionError as UrlConnectionError
-from ansible.module_utils.urls import open_url
+from ansible_collections.unbroken.training.plugins.module_utils.docker_cli import (
+    Docker,
+    PullProgress,
+    pull,
+    write_progress,
+)
+from ansible_collections.unbroken.training.plugins.module_utils.image_reference import (
+    ImageError,
+    Reference,
+    is_digest,
+    is_tag,
+)
+from ansible_collections.unbroken.training.plugins.module_utils.image_registry import (
+    AuthError,
+    Credentials,
+    Manifest,
+    Registry,
+    client_config_dir,
+    host_platform,
+    remote_manifest,
+    saved_credentials,
+)
+from ansible_collections.unbroken.training.plugins.module_utils.image_storage import (
+    ARCHIVE_FACTOR,
+    MIB,
+    archive_image_ids,
+    ensure_space,
+    free_bytes,
+    plan_prune,
+)
 
-DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-# Docker's reference grammar, reduced to what a repository (no tag, no digest) may be.
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
-_DOMAIN = r"(?:" + _LABEL + r"(?:\." + _LABEL + r")*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?"
-REPOSITORY_RE = re.compile(r"^(?:" + _DOMAIN + r"/)?" + _COMPONENT + r"(?:/" + _COMPONENT + r")*$")
-PATH_RE = re.compile(r"^" + _COMPONENT + r"(?:/" + _COMPONENT + r")*$")
-TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-
-DOCKER_HUB = "docker.io"
-DOCKER_HUB_API = "registry-1.docker.io"
-DOCKER_HUB_AUTH_KEY = "https://index.docker.io/v1/"
 CERTS_D = "/etc/docker/certs.d"
-MIB = 1024 * 1024
-ARCHIVE_FACTOR = 1.1
-
-MANIFEST_ACCEPT = ", ".join(
-    [
-        "application/vnd.oci.image.index.v1+json",
-        "application/vnd.docker.distribution.manifest.list.v2+json",
-        "application/vnd.oci.image.manifest.v1+json",
-        "application/vnd.docker.distribution.manifest.v2+json",
-    ]
-)
-INDEX_TYPES = (
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-)
-# Failures that another attempt cannot fix: fail at once instead of backing off.
-PERMANENT_PULL_ERRORS = (
-    "manifest unknown",
-    "not found",
-    "unauthorized",
-    "denied",
-    "authentication required",
-    "no basic auth credentials",
-    "invalid reference format",
-    "x509:",
-    "certificate signed by unknown authority",
-    "no matching manifest",
-)
-
-Runner = Callable[..., Tuple[int, str, str]]
-
-
-class ImageError(Exception):
-    """A failure with a message meant for the user."""
-
-
-class AuthError(ImageError):
-    """The registry refused access."""
-
-
-class Reference:
-    """A repository split into registry, API host and path, as Docker resolves it."""
-
-    def __init__(self, repository: str) -> None:
-        if not REPOSITORY_RE.match(repository):
-            raise ImageError(
-                f"repository {repository!r} is not a valid image repository (lower-case "
-                "path components, optional registry host[:port] first, no tag or digest)"
-            )
-        first, _sep, rest = repository.partition("/")
-        if rest and ("." in first or ":" in first or first == "localhost"):
-            self.registry, self.path = first, rest
-        else:
-            self.registry, self.path = DOCKER_HUB, repository
-        if not PATH_RE.match(self.path):
-            raise ImageError(
-                f"repository {repository!r} is not a valid image repository: path components "
-                "must be lower case (only a registry host may contain upper case, '.' or ':')"
-            )
-        if self.registry in (DOCKER_HUB, "index.docker.io") and "/" not in self.path:
-            self.path = "library/" + self.path
-        self.repository = repository
-
-    @property
-    def is_docker_hub(self) -> bool:
-        return self.registry in (DOCKER_HUB, "index.docker.io")
-
-    @property
-    def api_host(self) -> str:
-        return DOCKER_HUB_API if self.is_docker_hub else self.registry
-
-    @property
-    def auth_key(self) -> str:
-        return DOCKER_HUB_AUTH_KEY if self.is_docker_hub else self.registry
-
-    @property
-    def familiar(self) -> str:
-        """The name `docker image ls` and RepoDigests use for this repository."""
-        if self.is_docker_hub:
-            return self.path[len("library/") :] if self.path.startswith("library/") else self.path
-        return f"{self.registry}/{self.path}"
-
-
-# --- registry manifest --------------------------------------------------------------------
-
-
-def _parse_challenge(header: str) -> Tuple[str, Dict[str, str]]:
-    scheme, _sep, params = header.strip().partition(" ")
-    return scheme.lower(), dict(re.findall(r'(\w+)="([^"]*)"', params))
-
-
-def _basic(username: str, password: str) -> str:
-    raw = (f"{username}:{password}").encode()
-    return "Basic " + base64.b64encode(raw).decode("ascii")
-
-
-class Registry:
-    """Just enough of the registry v2 API to read a manifest with Docker's auth flow."""
-
-    def __init__(
-        self,
-        ref: Reference,
-        credentials: Optional[Tuple[str, str]],
-        cafile: Optional[str],
-        timeout: int,
-        opener: Optional[Callable[..., Any]] = None,
-    ) -> None:
-        self.ref = ref
-        self.credentials = credentials
-        self.timeout = timeout
-        self._cafile = cafile
-        self._open = opener or self._open_url
-        self._authorization: Optional[str] = None
-
-    def _open_url(self, request: urllib.request.Request) -> Any:
-        return open_url(
-            request.full_url,
-            headers=dict(request.header_items()),
-            timeout=self.timeout,
-            validate_certs=True,
-            ca_path=self._cafile,
-        )
-
-    def _get(self, url: str, accept: Optional[str]) -> Tuple[int, Dict[str, str], bytes]:
-        request = urllib.request.Request(url)
-        if accept:
-            request.add_header("Accept", accept)
-        if self._authorization:
-            request.add_header("Authorization", self._authorization)
-        try:
-            with self._open(request) as response:
-                return response.status, dict(response.headers.items()), response.read()
-        except urllib.error.HTTPError as err:
-            headers = dict(err.headers.items()) if err.headers else {}
-            return err.code, headers, err.read() or b""
-
-    def _authenticate(self, challenge: str) -> bool:
-        """Answer a 401 challenge; False when no better answer can be given."""
-        scheme, params = _parse_challenge(challenge)
-        if scheme == "basic":
-            if not self.credentials or self._authorization:
-                return False
-            self._authorization = _basic(*self.credentials)
-            return True
-        if scheme != "bearer" or "realm" not in params or self._authorization:
-            return False
-        query = {"service": params.get("service", "")}
-        query["scope"] = params.get("scope") or f"repository:{self.ref.path}:pull"
-        url = params["realm"] + "?" + urllib.parse.urlencode(query)
-        request = urllib.request.Request(url)
-        if self.credentials:
-            request.add_header("Authorization", _basic(*self.credentials))
-        try:
-            with self._open(request) as response:
-                body = json.loads(response.read().decode("utf-8"))
-        except urllib.error.HTTPError as err:
-            if err.code in (401, 403):
-                raise AuthError(self.rejected()) from None
-            raise
-        token = body.get("token") or body.get("access_token")
-        if not token:
-            return False
-        self._authorization = "Bearer " + token
-        return True
-
-    def rejected(self) -> str:
-        if self.credentials:
-            return (
-                f"registry {self.ref.registry} rejected the credentials of user "
-                f"{self.credentials[0]!r}: check the user name and password/API key "
-                "(for NGC the user is $oauthtoken)"
-            )
-        return (
-            f"registry {self.ref.registry} requires credentials for {self.ref.repository}: "
-            "set the registry user name and password"
-        )
-
-    def fetch(self, base: str, reference: str, accept: str) -> Tuple[int, Dict[str, str], bytes]:
-        url = f"{base}/v2/{self.ref.path}/manifests/{reference}"
-        status, headers, body = self._get(url, accept)
-        if status == 401:
-            challenge = headers.get("WWW-Authenticate") or headers.get("Www-Authenticate") or ""
-            if self._authenticate(challenge):
-                status, headers, body = self._get(url, accept)
-        return status, headers, body
-
-
-def host_platform() -> Tuple[str, str]:
-    machine = platform.machine().lower()
-    arch = {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64", "ppc64le": "ppc64le"}
-    return "linux", arch.get(machine, machine)
-
-
-def manifest_size(manifest: Dict[str, Any]) -> int:
-    parts = [manifest.get("config", {}), *list(manifest.get("layers", []))]
-    return sum(int(part.get("size", 0)) for part in parts)
-
-
-def pick_platform(index: Dict[str, Any], os_arch: Tuple[str, str]) -> Optional[str]:
-    for entry in index.get("manifests", []):
-        plat = entry.get("platform", {})
-        if (plat.get("os"), plat.get("architecture")) == os_arch:
-            digest: Optional[str] = entry.get("digest")
-            return digest
-    return None
-
-
-def remote_manifest_size(
-    registry: Registry, digest: str, bases: Sequence[str], os_arch: Tuple[str, str]
-) -> int:
-    """Compressed size of the image behind `digest`; ImageError on a definite refusal."""
-    last_error = "no registry endpoint"
-    for base in bases:
-        try:
-            status, _headers, body = registry.fetch(base, digest, MANIFEST_ACCEPT)
-        except (urllib.error.URLError, UrlConnectionError, OSError, ValueError) as err:
-            last_error = f"{base}: {err}"
-            continue
-        if status in (401, 403):
-            raise AuthError(registry.rejected())
-        if status == 404:
-            raise ImageError(
-                f"registry {registry.ref.registry} has no manifest {digest} for "
-                f"{registry.ref.repository}: the digest (or the repository) is wrong or was "
-                "deleted; check the image digest (tags are not used to pull)"
-            )
-        if status != 200:
-            last_error = f"{base} answered HTTP {status}"
-            continue
-        if DIGEST_RE.match(digest) and "sha256:" + hashlib.sha256(body).hexdigest() != digest:
-            raise ImageError(
-                f"the manifest {digest} served for {registry.ref.repository} does not match "
-                "its digest: refusing it"
-            )
-        document = json.loads(body.decode("utf-8"))
-        if document.get("mediaType") in INDEX_TYPES or "manifests" in document:
-            child = pick_platform(document, os_arch)
-            if not child:
-                raise ImageError(
-                    f"image {registry.ref.repository}@{digest} has no "
-                    f"{os_arch[0]}/{os_arch[1]} variant"
-                )
-            status, _headers, body = registry.fetch(base, child, MANIFEST_ACCEPT)
-            if status != 200:
-                last_error = f"{base} answered HTTP {status} for {child}"
-                continue
-            document = json.loads(body.decode("utf-8"))
-        return manifest_size(document)
-    raise OSError(last_error)
-
-
-# --- docker client ------------------------------------------------------------------------
-
-
-class Docker:
-    def __init__(self, run: Runner, binary: str) -> None:
-        self._run = run
-        self.binary = binary
-
-    def call(self, *args: str, **kwargs: Any) -> Tuple[int, str, str]:
-        return self._run([self.binary, *args], **kwargs)
-
-    def check(self, *args: str) -> str:
-        rc, out, err = self.call(*args)
-        if rc != 0:
-            raise ImageError("`docker {}` failed: {}".format(" ".join(args), (err or out).strip()))
-        return out
-
-    def inspect(self, reference: str) -> Optional[Dict[str, Any]]:
-        rc, out, _err = self.call("image", "inspect", reference)
-        if rc != 0:
-            return None
-        data = json.loads(out)
-        return data[0] if data else None
-
-    def root_dir(self) -> str:
-        return self.check("info", "--format", "{{.DockerRootDir}}").strip()
-
-    def image_ids(self, repository: str) -> List[str]:
-        out = self.check("image", "ls", "--no-trunc", "--quiet", repository)
-        return sorted({line.strip() for line in out.splitlines() if line.strip()})
-
-    def container_image_ids(self) -> List[str]:
-        ids = self.check("ps", "--all", "--quiet", "--no-trunc").split()
-        if not ids:
-            return []
-        out = self.check("inspect", "--format", "{{.Image}}", *ids)
-        return sorted({line.strip() for line in out.splitlines() if line.strip()})
-
-
-def free_bytes(path: str) -> int:
-    stat = os.statvfs(path)
-    return stat.f_bavail * stat.f_frsize
-
-
-def ensure_space(path: str, required: int, what: str, free: Callable[[str], int]) -> int:
-    available = free(path)
-    if available < required:
-        raise ImageError(
-            f"not enough free disk space for {what} on Docker's data root {path}: "
-            f"{required // MIB} MiB required, {available // MIB} MiB free. Free space (e.g. "
-            "prune unused images) or set the required space explicitly if the estimate is "
-            "wrong; nothing was pulled or loaded"
-        )
-    return available
-
-
-def is_transient(message: str) -> bool:
-    lowered = message.lower()
-    return not any(marker in lowered for marker in PERMANENT_PULL_ERRORS)
-
-
-def write_client_config(directory: str, ref: Reference, credentials: Tuple[str, str]) -> None:
-    auth = base64.b64encode(("{}:{}".format(*credentials)).encode("utf-8")).decode("ascii")
-    path = os.path.join(directory, "config.json")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump({"auths": {ref.auth_key: {"auth": auth}}}, handle)
-
-
-def saved_credentials(ref: Reference, config_dir: str) -> Optional[Tuple[str, str]]:
-    """Credentials `docker login` stored in plain form, so the manifest check can use them."""
-    try:
-        with open(os.path.join(config_dir, "config.json")) as handle:
-            auths = json.load(handle).get("auths", {})
-    except (OSError, ValueError):
-        return None
-    entry = auths.get(ref.auth_key) or auths.get(f"https://{ref.registry}") or {}
-    raw = entry.get("auth")
-    if not raw:
-        return None
-    user, _sep, password = base64.b64decode(raw).decode("utf-8").partition(":")
-    return user, password
-
-
-def pull(
-    docker: Docker,
-    ref: Reference,
-    target: str,
-    credentials: Optional[Tuple[str, str]],
-    retries: int,
-    backoff: Tuple[float, float],
-    sleep: Callable[[float], None],
-) -> int:
-    """Pull `target`; return the number of attempts. Retries transient failures only."""
-    config_dir = tempfile.mkdtemp(prefix="docker_image_digest.") if credentials else None
-    try:
-        args: List[str] = []
-        if config_dir and credentials:
-            write_client_config(config_dir, ref, credentials)
-            args = ["--config", config_dir]
-        delay, cap = backoff
-        attempt = 0
-        while True:
-            attempt += 1
-            rc, out, err = docker.call(*args, "pull", "--quiet", target)
-            if rc == 0:
-                return attempt
-            message = (err or out).strip()
-            if credentials:
-                message = message.replace(credentials[1], "********")
-            if not is_transient(message):
-                raise ImageError(f"pulling {target} failed: {message}")
-            if attempt > retries:
-                raise ImageError(
-                    f"pulling {target} failed after {attempt} attempts (transient errors); "
-                    f"last error: {message}"
-                )
-            sleep(min(delay, cap))
-            delay *= 2
-    finally:
-        if config_dir:
-            shutil.rmtree(config_dir, ignore_errors=True)
-
-
-# --- archives -----------------------------------------------------------------------------
-
-
-def archive_image_ids(path: str) -> List[str]:
-    """Image IDs in a `docker save` tarball, checked against the config blobs' own hashes."""
-    try:
-        with tarfile.open(path) as archive:
-            manifest_member = archive.extractfile("manifest.json")
-            if manifest_member is None:
-                raise ImageError(f"{path} has no manifest.json: not a docker save archive")
-            manifest = json.load(manifest_member)
-            ids = []
-            for entry in manifest:
-                member = archive.extractfile(entry["Config"])
-                if member is None:
-                    raise ImageError("{} lacks config {}".format(path, entry["Config"]))
-                ids.append("sha256:" + hashlib.sha256(member.read()).hexdigest())
-            return ids
-    except (tarfile.TarError, KeyError, ValueError, TypeError) as err:
-        raise ImageError(f"{path} is not a readable docker save archive: {err}") from None
-
-
-# --- pruning ------------------------------------------------------------------------------
-
-
-def references_of(image: Dict[str, Any], familiar: str) -> List[str]:
-    refs = list(image.get("RepoTags") or []) + list(image.get("RepoDigests") or [])
-    return sorted(r for r in refs if re.split(r"[@]|:(?=[^/:]*$)", r)[0] == familiar)
-
-
-def plan_prune(
-    docker: Docker, ref: Reference, current_id: str, keep: int
-) -> Tuple[List[str], List[str]]:
-    """References to remove and image IDs kept because a container uses them."""
-    in_use = set(docker.container_image_ids())
-    older = []
-    for image_id in docker.image_ids(ref.familiar):
-        if image_id == current_id:
-            continue
-        image = docker.inspect(image_id)
-        if image:
-            older.append(image)
-    older.sort(key=lambda image: image.get("Created", ""), reverse=True)
-    remove: List[str] = []
-    kept_in_use: List[str] = []
-    for image in older[keep:]:
-        if image["Id"] in in_use:
-            kept_in_use.append(image["Id"])
-            continue
-        remove.extend(references_of(image, ref.familiar) or [image["Id"]])
-    return remove, kept_in_use
 
 
 # --- the module ---------------------------------------------------------------------------
@@ -671,11 +270,11 @@ def plan_prune(
 
 def validate(params: Dict[str, Any]) -> Reference:
     ref = Reference(params["repository"])
-    if params["tag"] is not None and not TAG_RE.match(params["tag"]):
+    if params["tag"] is not None and not is_tag(params["tag"]):
         raise ImageError("tag {!r} is not a valid Docker tag".format(params["tag"]))
     for key in ("digest", "image_id"):
         value = params[key]
-        if value is not None and not DIGEST_RE.match(value):
+        if value is not None and not is_digest(value):
             raise ImageError(
                 f"{key} {value!r} is malformed: expected sha256: followed by 64 lower-case "
                 "hex digits"
@@ -709,6 +308,7 @@ class ImageManager:
         self.sleep = sleep
         self.free = free
         self.opener = opener
+        self.manifest = Manifest(0, [])
         self.result: Dict[str, Any] = {
             "changed": False,
             "action": "none",
@@ -718,15 +318,14 @@ class ImageManager:
         }
 
     @property
-    def credentials(self) -> Optional[Tuple[str, str]]:
+    def credentials(self) -> Optional[Credentials]:
         if self.params["username"]:
             return self.params["username"], self.params["password"]
         return None
 
     def cafile(self, ref: Reference) -> Optional[str]:
-        ca_cert: Optional[str] = self.params["ca_cert"]
-        if ca_cert:
-            return ca_cert
+        if self.params["ca_cert"]:
+            return self.params["ca_cert"]
         default = os.path.join(CERTS_D, ref.registry, "ca.crt")
         return default if os.path.isfile(default) else None
 
@@ -743,17 +342,16 @@ class ImageManager:
         return derived
 
     def registry_space(self, ref: Reference) -> Tuple[int, str]:
-        docker_config = os.environ.get("DOCKER_CONFIG") or os.path.join(
-            os.environ.get("HOME", "/"), ".docker"
+        credentials = self.credentials or saved_credentials(
+            ref, client_config_dir(), self.module.run_command
         )
-        credentials = self.credentials or saved_credentials(ref, docker_config)
         registry = Registry(ref, credentials, self.cafile(ref), self.params["timeout"], self.opener)
         bases = [f"https://{ref.api_host}"]
         if ref.is_docker_hub:
             bases = [m.rstrip("/") for m in self.params["mirrors"]] + bases
         try:
             wanted = self.params["digest"] or self.params["tag"]
-            size = remote_manifest_size(registry, wanted, bases, host_platform())
+            self.manifest = remote_manifest(registry, wanted, bases, host_platform())
         except AuthError:
             if credentials is not None:
                 raise
@@ -761,8 +359,8 @@ class ImageManager:
             return self.fallback("the registry wants credentials this module cannot read")
         except (OSError, ValueError) as err:
             return self.fallback(str(err))
-        self.result["size_bytes"] = size
-        return int(size * self.params["space_factor"]), "manifest"
+        self.result["size_bytes"] = self.manifest.size
+        return int(self.manifest.size * self.params["space_factor"]), "manifest"
 
     def fallback(self, why: str) -> Tuple[int, str]:
         self.module.warn(
@@ -822,7 +420,17 @@ class ImageManager:
                     params["retries"],
                     (params["backoff_initial"], params["backoff_max"]),
                     self.sleep,
+                    self.progress(ref),
                 )
+
+    def progress(self, ref: Reference) -> Optional[PullProgress]:
+        """Layers and bytes done, written where a poller reads them (progress_file)."""
+        path = self.params["progress_file"]
+        if not path:
+            return None
+        return PullProgress(
+            self.target(ref), self.manifest.layers, lambda state: write_progress(path, state)
+        )
 
     def verify(self, ref: Reference) -> str:
         image_id = self.present_id(ref)
@@ -919,6 +527,7 @@ def argument_spec() -> Dict[str, Any]:
         "timeout": {"type": "int", "default": 30},
         "keep_older": {"type": "int", "default": -1},
         "docker_bin": {"type": "str", "default": "docker"},
+        "progress_file": {"type": "path"},
     }
 
 
@@ -931,6 +540,9 @@ def main() -> None:
         result = manager.run()
     except ImageError as err:
         module.fail_json(msg=str(err), **manager.result)
+    finally:
+        if module.params["progress_file"] and os.path.exists(module.params["progress_file"]):
+            os.unlink(module.params["progress_file"])
     module.exit_json(**result)
 
 

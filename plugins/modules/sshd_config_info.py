@@ -147,13 +147,8 @@ notes:
   - Time values (C(ClientAliveInterval), C(ServerAliveInterval)) compare in seconds, so
     C(1m30s) in O(expect) equals C(90) in the effective configuration. A C(Match)
     block opened in an included file ends with that file, as in OpenSSH 8.x and later.
-attributes:
-  check_mode:
-    description: Reads only, so check mode returns the same result.
-    support: full
-  diff_mode:
-    description: Nothing changes, so there is nothing to diff.
-    support: none
+extends_documentation_fragment:
+  - unbroken.training.attributes.info_module
 """
 
 EXAMPLES = r"""

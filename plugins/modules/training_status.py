@@ -35,13 +35,8 @@ options:
         are read from its C(jobs/) sub-directory.
     type: path
     default: /etc/unbroken/trainer
-attributes:
-  check_mode:
-    description: Reads only, so check mode returns the same result.
-    support: full
-  diff_mode:
-    description: Nothing changes, so there is nothing to diff.
-    support: none
+extends_documentation_fragment:
+  - unbroken.training.attributes.info_module
 notes:
   - Needs C(systemctl) on the host; standard library only.
   - The heartbeat is the status file's C(updated_at); a file left by an earlier run of the

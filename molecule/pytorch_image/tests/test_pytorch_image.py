@@ -31,6 +31,7 @@ REPO = f"{REGISTRY}/test/pytorch-cpu"
 BASE = f"{REPO}@{IMAGES['ut_digest_2_13_0_cpu']}"
 V2 = f"{REPO}@{IMAGES['ut_digest_v2']}"
 V3 = f"{REPO}@{IMAGES['ut_digest_v3']}"
+PROGRESS = f"{REPO}@{IMAGES['ut_digest_progress']}"
 GOOD_PASSWORD = "ut-Registry-Secret-4711"
 WRONG_PASSWORD = "ut-Wrong-Secret-9081"
 DEV = "pytorch-dev"
@@ -226,6 +227,57 @@ def test_insufficient_disk_fails_before_pulling(host):
     assert "100000000 MiB required" in output(run)
     assert image_id(host, V2) is None
     assert GOOD_PASSWORD not in output(run)
+
+
+# --- progress of a long pull -----------------------------------------------------------
+
+
+@pytest.fixture
+def slow_registry():
+    """The registry sends at 16 Mbit/s (tbf in its network namespace), so a pull takes time."""
+    pid = subprocess.run(
+        ["docker", "inspect", "--format", "{{.State.Pid}}", "ut-pytorch-image-registry"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    tc = ["nsenter", "--target", pid, "--net", "tc", "qdisc"]
+    shape = ["dev", "eth0", "root", "tbf", "rate", "16mbit", "burst", "64kb", "latency", "1s"]
+    subprocess.run([*tc, "add", *shape], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run([*tc, "del", "dev", "eth0", "root"], check=False)
+
+
+def test_pull_prints_size_and_progress_while_it_runs_but_never_the_password(host, slow_registry):
+    """24 MiB of new layers at 2 MB/s: polled each second, the log shows layers completing."""
+    run = play(
+        {
+            "pytorch_image_digest": IMAGES["ut_digest_progress"],
+            "pytorch_image_tag": "progress",
+            "pytorch_image_pull_poll_s": 1,
+        },
+        "-vvv",
+    )
+    text = output(run)
+    assert run.returncode == 0, text
+    assert image_id(host, PROGRESS) == IMAGES["ut_id_progress"]
+    announced = re.search(
+        rf"pulling {re.escape(PROGRESS)}: [0-9.]+ [MG]iB compressed, (\d+) layers", text
+    )
+    assert announced, text
+    total = int(announced.group(1))
+    done = {
+        int(k)
+        for k in re.findall(
+            rf"pulling {re.escape(PROGRESS)}: (\d+)/{total} layers, [0-9.]+ [MG]iB of", text
+        )
+    }
+    # Seen between the first and the last layer: printed while the pull ran, not after it.
+    assert any(0 < k < total for k in done), (done, text)
+    assert GOOD_PASSWORD not in text
+    assert not host.file("/var/tmp/unbroken-pytorch-image-pull.json").exists
 
 
 # --- offline: docker save tarballs -----------------------------------------------------

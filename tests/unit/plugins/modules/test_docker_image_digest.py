@@ -10,7 +10,6 @@ import json
 import os
 import tarfile
 import urllib.error
-from email.message import Message
 from typing import Any
 
 import pytest
@@ -19,6 +18,7 @@ import pytest
 from utils import AnsibleExitJson, AnsibleFailJson, patch_module, set_module_args
 
 # isort: split
+from ansible_collections.unbroken.training.plugins.module_utils import image_registry, image_storage
 from ansible_collections.unbroken.training.plugins.modules import docker_image_digest as m
 
 DIGEST = "sha256:" + "a" * 64
@@ -42,6 +42,9 @@ class FakeModule:
     def warn(self, message: str) -> None:
         self.warnings.append(message)
 
+    def run_command(self, args: list[str], **_: Any) -> tuple[int, str, str]:
+        raise AssertionError(f"no command expected here: {args}")
+
 
 class FakeDocker:
     """A scripted docker CLI: images by reference, containers, and a record of calls."""
@@ -53,12 +56,14 @@ class FakeDocker:
         self.pull_results: list[tuple[int, str, str]] = []
         self.root = "/var/lib/docker"
         self.on_pull: dict[str, Any] | None = None
+        self.on_line_hook: Any = None
 
     def add(self, image: dict[str, Any], *refs: str) -> None:
         for ref in (image["Id"], *refs):
             self.images[ref] = image
 
-    def __call__(self, args: list[str], **_: Any) -> tuple[int, str, str]:
+    def stream(self, args: list[str], on_line: Any) -> tuple[int, str]:
+        """`docker pull`, as run with its output read line by line."""
         args = args[1:]
         self.calls.append(args)
         if args[:1] == ["--config"]:
@@ -67,16 +72,24 @@ class FakeDocker:
                 self.seen_config = json.load(handle)
             self.seen_mode = os.stat(config).st_mode & 0o777
             args = args[2:]
+        assert args[0] == "pull", args
+        rc, out, err = self.pull_results.pop(0) if self.pull_results else (0, "", "")
+        for line in out.splitlines():
+            if self.on_line_hook:
+                self.on_line_hook(line)
+            on_line(line)
+        if rc == 0 and self.on_pull:
+            self.add(self.on_pull, args[-1])
+        return rc, err
+
+    def __call__(self, args: list[str], **_: Any) -> tuple[int, str, str]:
+        args = args[1:]
+        self.calls.append(args)
         if args[:2] == ["image", "inspect"]:
             image = self.images.get(args[2])
             return (0, json.dumps([image]), "") if image else (1, "[]", "No such image")
         if args[0] == "info":
             return 0, self.root + "\n", ""
-        if args[0] == "pull":
-            rc, out, err = self.pull_results.pop(0) if self.pull_results else (0, "", "")
-            if rc == 0 and self.on_pull:
-                self.add(self.on_pull, args[-1])
-            return rc, out, err
         if args[0] == "tag":
             self.images[args[2]] = self.images[args[1]]
             return 0, "", ""
@@ -105,38 +118,14 @@ def manager(
 ) -> m.ImageManager:
     module = FakeModule(check_mode=check_mode, **overrides)
     return m.ImageManager(
-        module, m.Docker(docker, "docker"), sleep=lambda _s: None, free=lambda _path: free
+        module,
+        m.Docker(docker, "docker", docker.stream),
+        sleep=lambda _s: None,
+        free=lambda _path: free,
     )
 
 
-# --- references and validation ---------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("repository", "registry", "path", "familiar"),
-    [
-        ("pytorch/pytorch", "docker.io", "pytorch/pytorch", "pytorch/pytorch"),
-        ("ubuntu", "docker.io", "library/ubuntu", "ubuntu"),
-        ("nvcr.io/nvidia/pytorch", "nvcr.io", "nvidia/pytorch", "nvcr.io/nvidia/pytorch"),
-        ("reg:5000/a/b", "reg:5000", "a/b", "reg:5000/a/b"),
-        ("localhost/x", "localhost", "x", "localhost/x"),
-    ],
-)
-def test_reference_resolves_like_docker(repository, registry, path, familiar):
-    ref = m.Reference(repository)
-    assert (ref.registry, ref.path, ref.familiar) == (registry, path, familiar)
-
-
-@pytest.mark.parametrize("bad", ["PyTorch/pytorch", "pytorch/pytorch:2.1", "a//b", "x@sha256:1"])
-def test_invalid_repository_is_refused(bad):
-    with pytest.raises(m.ImageError, match="not a valid image repository"):
-        m.Reference(bad)
-
-
-def test_docker_hub_uses_its_api_host_and_auth_key():
-    ref = m.Reference("pytorch/pytorch")
-    assert ref.api_host == "registry-1.docker.io"
-    assert ref.auth_key == "https://index.docker.io/v1/"
+# --- validation ------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -158,204 +147,6 @@ def test_bad_input_is_refused(overrides, message):
 
 def test_tag_only_pull_is_allowed_when_digest_not_required():
     m.validate(params(digest=None, require_digest=False))
-
-
-# --- registry manifest -----------------------------------------------------------------
-
-
-class Response:
-    def __init__(self, status: int, body: bytes, headers: dict[str, str] | None = None):
-        self.status = status
-        self.body = body
-        self.headers = Message()
-        for key, value in (headers or {}).items():
-            self.headers[key] = value
-
-    def read(self) -> bytes:
-        return self.body
-
-    def __enter__(self) -> Response:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-def http_error(url: str, status: int, headers: dict[str, str] | None = None):
-    msg = Message()
-    for key, value in (headers or {}).items():
-        msg[key] = value
-    return urllib.error.HTTPError(url, status, "err", msg, io.BytesIO(b"{}"))
-
-
-def manifest_bytes(sizes: list[int]) -> bytes:
-    return json.dumps(
-        {
-            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-            "config": {"size": 100},
-            "layers": [{"size": size} for size in sizes],
-        }
-    ).encode()
-
-
-class Opener:
-    """Serves manifests by digest; enforces Basic or Bearer auth like a registry."""
-
-    def __init__(self, manifests: dict[str, bytes], scheme: str = "basic", password: str = "pw"):
-        self.manifests = manifests
-        self.scheme = scheme
-        self.password = password
-        self.requests: list[Any] = []
-
-    def good_basic(self) -> str:
-        return m._basic("user", self.password)
-
-    def __call__(self, request):
-        self.requests.append(request)
-        url = request.full_url
-        auth = request.get_header("Authorization")
-        if "/token" in url:
-            if auth != m._basic("user", "pw"):
-                raise http_error(url, 401)
-            return Response(200, json.dumps({"token": "T"}).encode())
-        wanted = "Bearer T" if self.scheme == "bearer" else m._basic("user", "pw")
-        if auth != wanted:
-            challenge = (
-                'Bearer realm="https://auth.example/token",service="reg"'
-                if self.scheme == "bearer"
-                else 'Basic realm="test"'
-            )
-            raise http_error(url, 401, {"WWW-Authenticate": challenge})
-        digest = url.rsplit("/", 1)[1]
-        if digest not in self.manifests:
-            raise http_error(url, 404)
-        return Response(200, self.manifests[digest])
-
-
-def registry(opener: Opener, password: str = "pw") -> m.Registry:
-    ref = m.Reference("reg.example:5000/ml/pytorch")
-    return m.Registry(ref, ("user", password), None, 5, opener)
-
-
-def digest_of(body: bytes) -> str:
-    return "sha256:" + hashlib.sha256(body).hexdigest()
-
-
-@pytest.mark.parametrize("scheme", ["basic", "bearer"])
-def test_manifest_size_follows_the_auth_challenge(scheme):
-    body = manifest_bytes([1000, 2000])
-    opener = Opener({digest_of(body): body}, scheme=scheme)
-    size = m.remote_manifest_size(
-        registry(opener), digest_of(body), ["https://reg"], ("linux", "amd64")
-    )
-    assert size == 3100
-
-
-@pytest.mark.parametrize("scheme", ["basic", "bearer"])
-def test_rejected_credentials_fail_clearly_without_the_password(scheme):
-    body = manifest_bytes([1])
-    opener = Opener({digest_of(body): body}, scheme=scheme)
-    with pytest.raises(m.AuthError) as err:
-        m.remote_manifest_size(
-            registry(opener, password="s3cret-wrong"),
-            digest_of(body),
-            ["https://reg"],
-            ("linux", "amd64"),
-        )
-    assert "rejected the credentials of user 'user'" in str(err.value)
-    assert "s3cret-wrong" not in str(err.value)
-
-
-def test_unknown_digest_fails_clearly():
-    opener = Opener({})
-    with pytest.raises(m.ImageError, match=f"has no manifest {DIGEST}"):
-        m.remote_manifest_size(registry(opener), DIGEST, ["https://reg"], ("linux", "amd64"))
-
-
-def test_manifest_not_matching_its_digest_is_refused():
-    body = manifest_bytes([1])
-    opener = Opener({DIGEST: body})
-    with pytest.raises(m.ImageError, match="does not match its digest"):
-        m.remote_manifest_size(registry(opener), DIGEST, ["https://reg"], ("linux", "amd64"))
-
-
-def test_index_picks_the_host_platform():
-    amd = manifest_bytes([5000])
-    arm = manifest_bytes([7])
-    index = json.dumps(
-        {
-            "mediaType": "application/vnd.oci.image.index.v1+json",
-            "manifests": [
-                {"digest": digest_of(arm), "platform": {"os": "linux", "architecture": "arm64"}},
-                {"digest": digest_of(amd), "platform": {"os": "linux", "architecture": "amd64"}},
-            ],
-        }
-    ).encode()
-    opener = Opener({digest_of(index): index, digest_of(amd): amd, digest_of(arm): arm})
-    size = m.remote_manifest_size(
-        registry(opener), digest_of(index), ["https://reg"], ("linux", "amd64")
-    )
-    assert size == 5100
-
-
-def test_unreachable_endpoint_falls_through_to_the_next():
-    body = manifest_bytes([10])
-
-    def opener(request):
-        if request.full_url.startswith("https://mirror"):
-            raise urllib.error.URLError("connection refused")
-        return Opener({digest_of(body): body})(request)
-
-    size = m.remote_manifest_size(
-        registry(opener), digest_of(body), ["https://mirror", "https://reg"], ("linux", "amd64")
-    )
-    assert size == 110
-
-
-# --- pulling ---------------------------------------------------------------------------
-
-
-def test_transient_failures_are_retried_with_exponential_backoff():
-    docker = FakeDocker()
-    docker.pull_results = [(1, "", "net/http: TLS handshake timeout")] * 3 + [(0, "", "")]
-    sleeps: list[float] = []
-    ref = m.Reference("reg.example:5000/ml/pytorch")
-    attempts = m.pull(
-        m.Docker(docker, "docker"), ref, "x@" + DIGEST, None, 5, (2, 5), sleeps.append
-    )
-    assert attempts == 4
-    assert sleeps == [2, 4, 5]
-
-
-def test_retries_are_bounded():
-    docker = FakeDocker()
-    docker.pull_results = [(1, "", "connection reset by peer")] * 3
-    ref = m.Reference("reg.example:5000/ml/pytorch")
-    with pytest.raises(m.ImageError, match="after 3 attempts"):
-        m.pull(m.Docker(docker, "docker"), ref, "x", None, 2, (1, 1), lambda _s: None)
-
-
-def test_permanent_failures_are_not_retried():
-    docker = FakeDocker()
-    docker.pull_results = [(1, "", "Error response from daemon: manifest unknown")]
-    sleeps: list[float] = []
-    ref = m.Reference("reg.example:5000/ml/pytorch")
-    with pytest.raises(m.ImageError, match="manifest unknown"):
-        m.pull(m.Docker(docker, "docker"), ref, "x", None, 5, (1, 1), sleeps.append)
-    assert sleeps == []
-
-
-def test_credentials_go_to_a_private_temporary_config_and_never_into_messages():
-    docker = FakeDocker()
-    docker.pull_results = [(1, "", "unauthorized: bad password hunter2")]
-    ref = m.Reference("reg.example:5000/ml/pytorch")
-    with pytest.raises(m.ImageError) as err:
-        m.pull(m.Docker(docker, "docker"), ref, "x", ("user", "hunter2"), 0, (1, 1), print)
-    assert "hunter2" not in str(err.value)
-    assert docker.seen_mode == 0o600
-    assert list(docker.seen_config["auths"]) == ["reg.example:5000"]
-    config_dir = docker.calls[0][1]
-    assert not os.path.exists(config_dir)
 
 
 # --- the whole module flow -------------------------------------------------------------
@@ -404,11 +195,11 @@ def test_configured_space_overrides_the_derived_one(monkeypatch):
         mgr.run()
 
 
-def test_space_is_derived_from_the_manifest_size():
+def test_space_is_derived_from_the_manifest_size(monkeypatch):
     docker = FakeDocker()
-    body = manifest_bytes([1000 * m.MIB - 100])
-    mgr = manager(docker, free=0, username="user", password="pw", digest=digest_of(body))
-    mgr.opener = Opener({digest_of(body): body})
+    manifest = image_registry.Manifest(1000 * m.MIB, [])
+    monkeypatch.setattr(m, "remote_manifest", lambda *_a: manifest)
+    mgr = manager(docker, free=0, username="user", password="pw")
     with pytest.raises(m.ImageError, match="2500 MiB required"):
         mgr.run()
 
@@ -463,14 +254,14 @@ def write_archive(path, config: bytes) -> str:
 def test_archive_ids_are_hashes_of_the_config_blobs(tmp_path):
     path = tmp_path / "a.tar"
     expected = write_archive(path, b'{"rootfs": {}}')
-    assert m.archive_image_ids(str(path)) == [expected]
+    assert image_storage.archive_image_ids(str(path)) == [expected]
 
 
 def test_not_an_archive_is_refused(tmp_path):
     path = tmp_path / "a.tar"
     path.write_bytes(b"not a tar")
     with pytest.raises(m.ImageError, match="not a readable docker save archive"):
-        m.archive_image_ids(str(path))
+        image_storage.archive_image_ids(str(path))
 
 
 def test_archive_with_another_image_is_refused_before_loading(tmp_path):
@@ -541,8 +332,8 @@ def test_prune_is_off_by_default():
 
 def test_references_of_matches_only_the_repository():
     img = {"RepoTags": ["a/b:1", "a/bc:1", "reg:5000/a/b:2"], "RepoDigests": ["a/b@" + DIGEST]}
-    assert m.references_of(img, "a/b") == ["a/b:1", "a/b@" + DIGEST]
-    assert m.references_of(img, "reg:5000/a/b") == ["reg:5000/a/b:2"]
+    assert image_storage.references_of(img, "a/b") == ["a/b:1", "a/b@" + DIGEST]
+    assert image_storage.references_of(img, "reg:5000/a/b") == ["reg:5000/a/b:2"]
 
 
 # --- through AnsibleModule -------------------------------------------------------------
