@@ -55,7 +55,7 @@ def announce(state: Dict[str, Any]) -> str:
     )
 
 
-class ActionModule(ActionBase):
+class ActionModule(ActionBase):  # type: ignore[misc]  # ansible-core is untyped here
     TRANSFERS_FILES = False
     _requires_connection = True
 

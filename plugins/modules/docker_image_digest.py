@@ -325,7 +325,7 @@ class ImageManager:
 
     def cafile(self, ref: Reference) -> Optional[str]:
         if self.params["ca_cert"]:
-            return self.params["ca_cert"]
+            return str(self.params["ca_cert"])
         default = os.path.join(CERTS_D, ref.registry, "ca.crt")
         return default if os.path.isfile(default) else None
 

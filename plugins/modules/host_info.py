@@ -182,7 +182,7 @@ def read_packages(module: AnsibleModule, names: List[str]) -> Dict[str, Dict[str
     dpkg = module.get_bin_path("dpkg-query")
     if dpkg:
         # Exit 1 when a name is unknown; the known ones are still printed.
-        _, out, _ = module.run_command(
+        _rc, out, _err = module.run_command(
             [dpkg, "-W", "-f", "${Package}\t${db:Status-Abbrev}\t${Version}\n", *names]
         )
         for line in out.splitlines():
@@ -193,7 +193,7 @@ def read_packages(module: AnsibleModule, names: List[str]) -> Dict[str, Dict[str
         return found
     rpm = module.get_bin_path("rpm")
     if rpm:
-        _, out, _ = module.run_command(
+        _rc, out, _err = module.run_command(
             [rpm, "-q", "--qf", "%{NAME}\t%{VERSION}-%{RELEASE}\n", *names]
         )
         for line in out.splitlines():
@@ -221,7 +221,7 @@ def read_locales(module: AnsibleModule) -> List[str]:
     locale = module.get_bin_path("locale")
     if not locale:
         return []
-    rc, out, _ = module.run_command([locale, "-a"])
+    rc, out, _err = module.run_command([locale, "-a"])
     return out.split() if rc == 0 else []
 
 
@@ -266,19 +266,19 @@ def read_firewall(module: AnsibleModule) -> Dict[str, List[str]]:
     active: List[str] = []
     ufw = module.get_bin_path("ufw")
     if ufw:
-        rc, out, _ = module.run_command([ufw, "status"])
+        rc, out, _err = module.run_command([ufw, "status"])
         if rc == 0 and any(line.strip() == "Status: active" for line in out.splitlines()):
             active.append("ufw")
     systemctl = module.get_bin_path("systemctl")
     if systemctl:
         # One line per unit, in order, whatever its state (the exit status says "all active").
-        _, out, _ = module.run_command(
-            [systemctl, "is-active", *(unit for _, unit in FIREWALL_UNITS)]
+        _rc, out, _err = module.run_command(
+            [systemctl, "is-active", *(unit for _name, unit in FIREWALL_UNITS)]
         )
         states = out.split()
         if len(states) == len(FIREWALL_UNITS):
             active += [
-                name for (name, _), state in zip(FIREWALL_UNITS, states) if state == "active"
+                name for (name, _unit), state in zip(FIREWALL_UNITS, states) if state == "active"
             ]
     return {"active": active}
 

@@ -68,6 +68,7 @@ attributes:
     support: none
   platform:
     description: Runs on the controller for any target.
+    support: full
     platforms: all
 notes:
   - Compared with M(ansible.builtin.assert), which stops at the first false condition, every
