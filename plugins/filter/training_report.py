@@ -523,6 +523,9 @@ def training_svg_chart(
         where = float(restart["time"]) - origin if x == "time" else float(restart["step"])
         cx = px(where)
         cause = str(restart.get("cause") or "unknown")
+        down = restart.get("down_seconds")
+        if isinstance(down, (int, float)) and down >= 60:
+            cause += f" {human_age(down)}"  # a long stall is visible on a step axis too
         parts.append(
             f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{top}" y2="{height - bottom}" '
             f'stroke="#d33" stroke-dasharray="3,3"><title>'

@@ -49,7 +49,7 @@ WATCHDOG_FILE = "watchdog.json"
 CURSOR_FILE = "journal.cursor"
 RUNS_FILE = "runs.json"
 RUN_HISTORY = 50  # starts kept in runs.json (the report reads the causes from the log)
-BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
+BOOT_MARKER = "/run/unbroken-trainer/boot"
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
 LOG_LINES_IN_REASON = 15
 # Seconds ``stop`` waits, after the container is gone, for ``docker run`` to exit.
@@ -190,11 +190,21 @@ def pre_start(job: Dict[str, Any]) -> None:
 
 
 def boot_id() -> str:
+    """A token that changes at every boot of the host, shared by all jobs.
+
+    Kept on /run (a tmpfs, empty after every boot) rather than read from the kernel's
+    boot_id, which a container host shares with its own host.
+    """
+    os.makedirs(os.path.dirname(BOOT_MARKER), mode=0o755, exist_ok=True)
     try:
-        with open(BOOT_ID_FILE, encoding="ascii") as handle:
+        fd = os.open(BOOT_MARKER, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        with open(BOOT_MARKER, encoding="ascii") as handle:
             return handle.read().strip()
-    except OSError:
-        return ""
+    token = os.urandom(16).hex()
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(token + "\n")
+    return token
 
 
 def describe_exit(end: Optional[Dict[str, Any]]) -> str:
@@ -282,11 +292,16 @@ def record_start(job: Dict[str, Any]) -> None:
     """
     path = os.path.join(job["state_dir"], RUNS_FILE)
     automatic = unit_automatic_restart(job["unit"])
+    try:
+        boot = boot_id()
+    except OSError as exc:
+        print(f"warning: cannot read or write {BOOT_MARKER}: {exc}", flush=True)
+        boot = ""
     record = note_start(
         read_json(path) or {},
         automatic,
         time.time(),
-        boot_id(),
+        boot,
         read_json(os.path.join(job["state_dir"], WATCHDOG_FILE)),
     )
     start = record["last_start"]

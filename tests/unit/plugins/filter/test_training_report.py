@@ -407,6 +407,8 @@ def test_restarts_carry_their_cause_and_downtime() -> None:
     ET.fromstring(svg)
     assert "restarted by the hang watchdog, resumed at step 10200, 3m10s without progress" in svg
     assert "restarted after a crash" in svg and "started by an operator" in svg
+    labels = [t.text for t in ET.fromstring(svg).iter("{http://www.w3.org/2000/svg}text")]
+    assert "hang 3m10s" in labels and "crash" in labels  # a long stall is labelled on the chart
 
 
 def test_step_labels_are_plain_numbers_and_throughput_starts_at_zero() -> None:

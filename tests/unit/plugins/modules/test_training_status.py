@@ -440,6 +440,7 @@ def test_a_deliberate_start_resets_systemds_crash_loop_counter(
         return subprocess.CompletedProcess(argv, 0, out, "")
 
     monkeypatch.setattr(helper.subprocess, "run", fake_run)
+    monkeypatch.setattr(helper, "BOOT_MARKER", str(Path(job["state_dir"]).parent / "run" / "boot"))
     helper.record_start(job)
     assert ["systemctl", "reset-failed", job["unit"]] in calls
     calls.clear()
@@ -452,6 +453,17 @@ def test_a_deliberate_start_resets_systemds_crash_loop_counter(
     nrestarts["value"] = ""  # unknown: never reset (a crash loop must still end)
     helper.record_start(job)
     assert not any(c[:2] == ["systemctl", "reset-failed"] for c in calls)
+
+
+def test_the_boot_token_lives_until_the_next_boot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    marker = tmp_path / "run" / "unbroken-trainer" / "boot"
+    monkeypatch.setattr(helper, "BOOT_MARKER", str(marker))
+    first = helper.boot_id()
+    assert first and helper.boot_id() == first
+    marker.unlink()  # /run is emptied at every boot (a tmpfs)
+    assert helper.boot_id() != first
 
 
 def test_post_stop_records_systemds_exit_variables(job: dict[str, Any]) -> None:
