@@ -489,7 +489,9 @@ def test_11_crash_looping_job_fails_with_a_reason(host):
     assert run.returncode != 0, run.stdout[-3000:]
     # The deployment itself fails and says why: crash loop, exit code, the job's own words.
     assert "job broken is not training after its (re)start" in run.stdout
-    assert "crash-loop limit reached (3 starts within 30s); last exit code 3" in run.stdout
+    assert (
+        "crash-loop limit reached (3 automatic restarts within 30s); last exit code 3" in run.stdout
+    )
     assert "simulated failure: cannot open the data set" in run.stdout
     assert "FAILED - RETRYING" not in run.stdout  # the wait is one module run, no retry loop
 
@@ -503,7 +505,7 @@ def test_11_crash_looping_job_fails_with_a_reason(host):
     # restarts; a refused manual start would say start-limit-hit.
     assert job["result"] in ("exit-code", "start-limit-hit") and job["failure"]["crash_loop"]
     assert job["exit_code"] == 3
-    assert "crash-loop limit reached (3 starts within 30s)" in job["failure_reason"]
+    assert "crash-loop limit reached (3 automatic restarts within 30s)" in job["failure_reason"]
     assert any(
         "simulated failure: cannot open the data set" in line
         for line in job["failure"]["last_log_lines"]

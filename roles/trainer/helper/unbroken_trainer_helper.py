@@ -590,7 +590,7 @@ def failure_reason(
     crash_loop = result == "start-limit-hit" or any("repeated too quickly" in m for m in manager)
     own = [message_of(e) for e in entries if e.get("SYSLOG_IDENTIFIER") != "systemd"]
     if crash_loop:
-        why = "crash-loop limit reached ({} starts within {}s)".format(
+        why = "crash-loop limit reached ({} automatic restarts within {}s)".format(
             job.get("restart_limit_burst"), job.get("restart_limit_interval")
         )
     else:
