@@ -126,8 +126,8 @@ def test_note_shows_the_failure_reason_first_then_checkpoint_error_then_resume()
 
 
 LONG_REASON = (
-    "job demo failed: crash-loop limit reached (5 automatic restarts within 3600s); last exit code 2; "
-    "4 automatic restarts"
+    "job demo failed: crash-loop limit reached (5 automatic restarts within 3600s); "
+    "last exit code 2; 4 automatic restarts"
 )
 
 
