@@ -311,7 +311,7 @@ def test_05c_status_table_stays_one_table_under_the_yaml_callback():
     )
     assert run.returncode == 0, run.stdout[-3000:]
     lines = run.stdout.splitlines()
-    header = [line for line in lines if "HOST" in line and "RESTARTS" in line]
+    header = [line for line in lines if line.split()[:2] == ["HOST", "JOB"] and "RESTARTS" in line]
     assert len(header) == 1 and header[0].split()[-3:] == ["RESTARTS", "RUNS", "NOTE"], lines
     row = [line for line in lines if INSTANCE in line and f" {JOB} " in line]
     assert len(row) == 1 and "training" in row[0], lines
