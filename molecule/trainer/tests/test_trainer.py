@@ -316,6 +316,10 @@ def test_05c_status_table_stays_one_table_under_the_yaml_callback():
     row = [line for line in lines if INSTANCE in line and f" {JOB} " in line]
     assert len(row) == 1 and "training" in row[0], lines
     assert "restarted after a crash" in run.stdout
+    # The default (JSON) output gets one list item per line instead.
+    run = ansible_playbook(str(REPO / "playbooks" / "status.yml"), "-e", "unbroken_hosts=all")
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert '"HOST  ' in run.stdout and f'"{INSTANCE}  {JOB}  training' in run.stdout
 
 
 def test_06_systemctl_stop_checkpoints_at_the_current_step():
