@@ -170,7 +170,13 @@ def note_parts(job: Mapping[str, Any]) -> List[str]:
         skipped = _skipped(resumed)
         if skipped:
             parts.append("skipped invalid " + ", ".join(skipped))
-    if state == "stopped" and job.get("status_state") in ("stopped", "stopping"):
+    # The trainer's own reason already says where it stopped (a status file since the
+    # terminal state "stopped"); older ones left "stopping" and no reason.
+    if (
+        state == "stopped"
+        and job.get("status_state") in ("stopped", "stopping")
+        and not job.get("status_reason")
+    ):
         checkpoint = job.get("last_checkpoint")
         name = checkpoint.get("name") if isinstance(checkpoint, Mapping) else None
         parts.append(
@@ -428,6 +434,31 @@ def _restart_words(restart: Mapping[str, Any]) -> str:
     )
 
 
+def _where(restart: Mapping[str, Any], x: str, origin: float) -> float:
+    return float(restart["time"]) - origin if x == "time" else float(restart["step"])
+
+
+def _restart_lines(
+    restarts: List[Mapping[str, Any]], at: Any, top: float, bottom: float
+) -> List[str]:
+    """Dashed red lines at restarts, labelled with the cause (and a long stall's length)."""
+    parts = []
+    for restart in restarts:
+        cx = at(restart)
+        label = str(restart.get("cause") or "unknown")
+        down = restart.get("down_seconds")
+        if isinstance(down, (int, float)) and down >= 60:
+            label += f" {human_age(down)}"  # a long stall is visible on a step axis too
+        parts.append(
+            f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{top}" y2="{bottom}" '
+            f'stroke="#d33" stroke-dasharray="3,3"><title>'
+            f"{html.escape(_restart_words(restart))}</title></line>"
+            f'<text x="{cx + 2:.1f}" y="{top + 9}" font-size="9" fill="#d33">'
+            f"{html.escape(label)}</text>"
+        )
+    return parts
+
+
 def training_svg_chart(
     curves: Mapping[str, Any],
     y: str = "loss",
@@ -519,20 +550,7 @@ def training_svg_chart(
         f'<text x="{width / 2:.0f}" y="{height - 3}" text-anchor="middle" font-size="10">'
         f"{html.escape(axis)}</text>"
     )
-    for restart in restarts:
-        where = float(restart["time"]) - origin if x == "time" else float(restart["step"])
-        cx = px(where)
-        cause = str(restart.get("cause") or "unknown")
-        down = restart.get("down_seconds")
-        if isinstance(down, (int, float)) and down >= 60:
-            cause += f" {human_age(down)}"  # a long stall is visible on a step axis too
-        parts.append(
-            f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{top}" y2="{height - bottom}" '
-            f'stroke="#d33" stroke-dasharray="3,3"><title>'
-            f"{html.escape(_restart_words(restart))}</title></line>"
-            f'<text x="{cx + 2:.1f}" y="{top + 9}" font-size="9" fill="#d33">'
-            f"{html.escape(cause)}</text>"
-        )
+    parts.extend(_restart_lines(restarts, lambda r: px(_where(r, x, origin)), top, height - bottom))
     for run_points in _split_runs(points):
         coords = " ".join(f"{px(xval(p)):.1f},{py(float(p[y])):.1f}" for p in run_points)
         parts.append(

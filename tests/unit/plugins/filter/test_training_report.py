@@ -200,7 +200,7 @@ def test_a_stopped_job_shows_why_it_stopped_not_the_previous_resume() -> None:
         sub_state="dead",
         active_state="inactive",
         status_state="stopped",
-        status_reason="stopped by SIGTERM; final checkpoint step-001200 written",
+        status_reason="stopped by SIGTERM at step 1200; final checkpoint step-001200",
         status_exit_code=0,
         step=1200,
         last_checkpoint={"name": "step-001200", "step": 1200, "age_seconds": 3},
@@ -210,10 +210,9 @@ def test_a_stopped_job_shows_why_it_stopped_not_the_previous_resume() -> None:
     row = report.table_row("h", stopped)
     assert row[2] == "stopped"
     assert "resumed from" not in row[9] and "crash" not in row[9]
-    assert row[9] == (
-        "trainer: stopped by SIGTERM; final checkpoint step-001200 written; "
-        "stopped at step 1200, newest checkpoint step-001200"
-    )
+    assert row[9] == "trainer: stopped by SIGTERM at step 1200; final checkpoint step-001200"
+    older = dict(stopped, status_state="stopping", status_reason=None)  # before "stopped"
+    assert report.job_note(older) == "stopped at step 1200, newest checkpoint step-001200"
 
 
 def test_a_running_job_with_the_previous_runs_status_is_starting() -> None:
