@@ -244,12 +244,14 @@ def test_05_sigkill_of_the_container_restarts_and_resumes():
 
 
 def test_05b_operator_restarts_leave_the_crash_loop_budget_to_crashes(host):
-    """Issue 17 item 6: job_restart.yml, then more operator restarts than restart_limit_burst
-    within restart_limit_interval, then one SIGKILL: the job resumes (it used to stay failed,
-    "crash-loop limit reached", because systemd counted the operator's starts too)."""
+    """Issue 17 item 6: job_restart.yml plus `systemctl restart`s, restart_limit_burst
+    deliberate starts in all, then one SIGKILL: the job resumes. It used to stay failed
+    ("crash-loop limit reached"): systemd counted the operator's starts too, and the
+    restart after the kill was start number burst + 1 within restart_limit_interval (an
+    hour here, so the proof does not depend on how fast a busy machine restarts)."""
     burst, window = DEMO["restart_limit_burst"], DEMO["restart_limit_interval"]
     runs_before = job_status(host)["runs"]
-    t_playbook = time.time()
+    t_first = time.time()
     run = ansible_playbook(
         str(REPO / "playbooks" / "job_restart.yml"),
         "-e",
@@ -260,11 +262,10 @@ def test_05b_operator_restarts_leave_the_crash_loop_budget_to_crashes(host):
     assert run.returncode == 0, run.stdout[-3000:]
     # The wait is one polling module run: no alarming retry lines for a normal wait.
     assert "FAILED - RETRYING" not in run.stdout and "demo trains (step" in run.stdout
-    wait_resumed(t_playbook)
-    t_restarts = time.time()
+    wait_resumed(t_first)
     sh(
-        f"for i in $(seq {burst}); do systemctl restart {UNIT} || exit 1; done",
-        timeout=2 * window,
+        f"for i in $(seq {burst - 1}); do systemctl restart {UNIT} || exit 1; done",
+        timeout=120 * burst,
     )
     wait_for(
         "the container of the last restart",
@@ -274,28 +275,26 @@ def test_05b_operator_restarts_leave_the_crash_loop_budget_to_crashes(host):
             ).stdout.strip()
             == "true"
         ),
-        timeout=30,
+        timeout=60,
     )
     newest = checkpoints()[-1]
     t_fault = time.time()
     sh(f"docker kill --signal KILL {CONTAINER}")
-    # Without the fix systemd refuses the restart after this kill: more than `burst` starts
-    # within `window` s. Slower restarts (a very busy machine) would prove nothing.
-    assert t_fault + DEMO["restart_delay"] - t_restarts < window, "restarts too slow"
+    assert t_fault - t_first < window  # all of this job's starts fall in one window
     doc, t_up = wait_resumed(t_fault)
     assert doc["resumed_from"]["step"] == newest
     assert unit("ActiveState", "NRestarts") == {"ActiveState": "active", "NRestarts": "1"}
     job = job_status(host)
-    assert job["restarts"] == 1 and job["runs"] == runs_before + burst + 2
+    assert job["restarts"] == 1 and job["runs"] == runs_before + burst + 1
     assert job["last_start"]["cause"] == "crash"
     assert "exit status 137 (SIGKILL in the container)" in job["last_start"]["detail"]
     journal = journal_since(t_fault)
     assert f"run {job['runs']} of job {JOB} starts (cause: crash)" in journal
     RESULTS["operator_restarts_then_crash"] = {
-        "operator_starts": burst + 1,
+        "operator_starts": burst,
         "restart_limit_burst": burst,
         "restart_limit_interval": window,
-        "seconds_from_first_restart_to_crash": round(t_fault - t_restarts, 1),
+        "seconds_from_first_restart_to_crash": round(t_fault - t_first, 1),
         "resumed_from_step": doc["resumed_from"]["step"],
         "seconds_to_training_again": round(t_up - t_fault, 1),
     }
@@ -339,7 +338,8 @@ def test_06_systemctl_stop_checkpoints_at_the_current_step():
         "ExecMainStatus": "0",
     }
     doc = status()
-    assert doc["state"] == "stopping"
+    # "stopped" since the runtime's terminal state for a graceful stop; "stopping" before.
+    assert doc["state"] in ("stopped", "stopping")
     assert checkpoints()[-1] == doc["step"]
     assert f"received SIGTERM at step {doc['step']}" in journal_since(t_fault)
     t_start = time.time()
@@ -530,7 +530,7 @@ def test_12_absent_jobs_stop_gracefully_and_keep_their_checkpoints():
     run = ansible_playbook("broken.yml", "-e", "broken_state=absent", "-e", "demo_state=absent")
     assert run.returncode == 0, run.stdout[-3000:]
     doc = status()
-    assert doc["state"] == "stopping" and checkpoints()[-1] == doc["step"]
+    assert doc["state"] in ("stopped", "stopping") and checkpoints()[-1] == doc["step"]
     assert f"received SIGTERM at step {doc['step']}" in journal_since(t_fault)
     for name in (JOB, "broken"):
         assert (
