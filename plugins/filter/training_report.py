@@ -12,6 +12,7 @@ import calendar
 import html
 import math
 import re
+import textwrap
 import time
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
@@ -25,6 +26,9 @@ _STEP_LINE = re.compile(
 )
 # Each start of the script logs this line once; it separates the runs of a job.
 _RUN_START = re.compile(r"\btrain: training on \S+: \d+ steps")
+# The trainer role's helper logs why each run starts, before the script's own start line.
+_START_CAUSE = re.compile(r"\brun \d+ of job \S+ starts \(cause: (?P<cause>[a-z]+)\)")
+_WATCHDOG_KILL = re.compile(r"\bhang watchdog: job \S+: no heartbeat")
 DEFAULT_BATCH_SIZE = 32  # the reference script's default --batch-size
 
 TABLE_COLUMNS = (
@@ -36,8 +40,18 @@ TABLE_COLUMNS = (
     "SAMPLES/S",
     "LAST CKPT AGE",
     "RESTARTS",
+    "RUNS",
     "NOTE",
 )
+# The NOTE is wrapped onto continuation lines at this width, never cut.
+NOTE_WIDTH = 72
+# What a start's cause reads as in the table and the report.
+CAUSE_WORDS = {
+    "crash": "restarted after a crash",
+    "hang": "restarted by the hang watchdog",
+    "reboot": "restarted after a host reboot",
+    "operator": "started by an operator",
+}
 
 
 # -- status table -------------------------------------------------------------------
@@ -64,6 +78,13 @@ def job_state(job: Mapping[str, Any]) -> str:
     if job.get("active_state") == "failed":
         return "failed"
     if job.get("running"):
+        updated, started = job.get("status_updated_at"), job.get("main_started_at")
+        if (
+            isinstance(updated, (int, float))
+            and isinstance(started, (int, float))
+            and updated <= started
+        ):
+            return "starting"  # the status file is still the previous run's
         return str(job.get("status_state") or "starting")
     sub = str(job.get("sub_state") or "")
     if sub == "auto-restart":
@@ -79,14 +100,103 @@ def _number(value: Any, fmt: str) -> str:
     return fmt.format(value)
 
 
-def job_note(job: Mapping[str, Any]) -> str:
-    for key in ("failure_reason", "checkpoint_error"):
-        if job.get(key):
-            return str(job[key]).splitlines()[0][:80]
+def _running_now(job: Mapping[str, Any]) -> bool:
+    return bool(job.get("running")) and job_state(job) not in ("finished", "stopped", "failed")
+
+
+def _skipped(resumed: Mapping[str, Any]) -> List[str]:
+    names = []
+    for entry in resumed.get("skipped") or []:
+        if isinstance(entry, Sequence) and not isinstance(entry, str) and entry:
+            reason = " ".join(str(entry[1]).split()) if len(entry) > 1 else ""
+            names.append(f"{entry[0]} ({reason})" if reason else str(entry[0]))
+        elif isinstance(entry, Mapping) and entry.get("name"):
+            names.append(str(entry["name"]))
+        else:
+            names.append(str(entry))
+    return names
+
+
+def note_parts(job: Mapping[str, Any]) -> List[str]:
+    """What happened last and why, most urgent first; nothing cut."""
+    parts: List[str] = []
+    state = job_state(job)
+    if job.get("hung"):
+        parts.append(
+            "no heartbeat for {} (limit {}s): the watchdog kills and restarts it".format(
+                human_age(job.get("heartbeat_age")), job.get("hang_timeout")
+            )
+        )
+    if job.get("failure_reason"):
+        parts.append(" ".join(str(job["failure_reason"]).split()))
+    reason = job.get("status_reason")
+    if reason and (
+        state in ("failed", "stopped", "finished", "restarting") or not job.get("running")
+    ):
+        code = job.get("status_exit_code")
+        parts.append(
+            "trainer: {}{}".format(" ".join(str(reason).split()), f" (exit {code})" if code else "")
+        )
+    start = job.get("last_start")
+    if (
+        isinstance(start, Mapping)
+        and start.get("cause") in ("crash", "hang", "reboot")
+        and state not in ("stopped", "finished")
+    ):
+        parts.append(
+            "{} {} ago: {}".format(
+                CAUSE_WORDS[str(start["cause"])],
+                human_age(_age(start.get("at"), job)),
+                start.get("detail") or "",
+            ).rstrip(": ")
+        )
+    if job.get("checkpoint_error"):
+        parts.append("checkpoint error: " + " ".join(str(job["checkpoint_error"]).split()))
+    quarantined = job.get("quarantined") or []
+    if quarantined:
+        parts.append(
+            "quarantined: "
+            + ", ".join(
+                "{} ({})".format(q.get("name"), " ".join(str(q.get("reason") or "").split()))
+                if isinstance(q, Mapping)
+                else str(q)
+                for q in quarantined
+            )
+        )
     resumed = job.get("resumed_from")
-    if isinstance(resumed, Mapping) and resumed.get("name"):
-        return "resumed from {}".format(resumed["name"])
-    return ""
+    if isinstance(resumed, Mapping) and _running_now(job):
+        if resumed.get("name"):
+            parts.append("resumed from {}".format(resumed["name"]))
+        skipped = _skipped(resumed)
+        if skipped:
+            parts.append("skipped invalid " + ", ".join(skipped))
+    # The trainer's own reason already says where it stopped (a status file since the
+    # terminal state "stopped"); older ones left "stopping" and no reason.
+    if (
+        state == "stopped"
+        and job.get("status_state") in ("stopped", "stopping")
+        and not job.get("status_reason")
+    ):
+        checkpoint = job.get("last_checkpoint")
+        name = checkpoint.get("name") if isinstance(checkpoint, Mapping) else None
+        parts.append(
+            "stopped at step {}{}".format(
+                job.get("step"), f", newest checkpoint {name}" if name else ""
+            )
+        )
+    return parts
+
+
+def _age(at: Any, job: Mapping[str, Any]) -> Optional[float]:
+    now = job.get("checked_at")
+    if not isinstance(at, (int, float)) or isinstance(at, bool):
+        return None
+    reference = now if isinstance(now, (int, float)) else time.time()
+    return max(0.0, reference - at)
+
+
+def job_note(job: Mapping[str, Any]) -> str:
+    return "; ".join(note_parts(job))
 
 
 def table_row(host: str, job: Mapping[str, Any]) -> List[str]:
@@ -96,21 +206,28 @@ def table_row(host: str, job: Mapping[str, Any]) -> List[str]:
         step = f"{step}/{total}"
     checkpoint = job.get("last_checkpoint")
     age = checkpoint.get("age_seconds") if isinstance(checkpoint, Mapping) else None
+    state = job_state(job)
+    # A rate is only true while the job trains; a hung, failed or stopped job has none.
+    rate = job.get("samples_per_second") if state == "training" else None
     return [
         host,
         str(job.get("name", "?")),
-        job_state(job),
+        state,
         step,
         _number(job.get("loss"), "{:.4g}"),
-        _number(job.get("samples_per_second"), "{:.1f}"),
+        _number(rate, "{:.1f}"),
         human_age(age),
         _number(job.get("restarts"), "{:d}"),
+        _number(job.get("runs"), "{:d}"),
         job_note(job),
     ]
 
 
 def training_table(jobs_by_host: Mapping[str, Any]) -> str:
-    """Text table, one line per host and job, from {host: training_status jobs list}."""
+    """Text table, one row per host and job, from {host: training_status jobs list}.
+
+    A long NOTE continues on the next lines, under the NOTE column.
+    """
     if not isinstance(jobs_by_host, Mapping):
         raise AnsibleFilterError("training_table expects a mapping of host name to a jobs list")
     rows: List[List[str]] = []
@@ -119,17 +236,21 @@ def training_table(jobs_by_host: Mapping[str, Any]) -> str:
         if not isinstance(jobs, Sequence) or isinstance(jobs, str):
             raise AnsibleFilterError(f"training_table: jobs of {host} must be a list")
         if not jobs:
-            rows.append([host, "-", "no jobs", "-", "-", "-", "-", "-", ""])
+            rows.append([host, "-", "no jobs", "-", "-", "-", "-", "-", "-", ""])
         for job in jobs:
             rows.append(table_row(host, job))
     return _format_table([list(TABLE_COLUMNS), *rows])
 
 
 def _format_table(rows: List[List[str]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows
-    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = []
+    for row in rows:
+        notes = textwrap.wrap(row[-1], NOTE_WIDTH, break_on_hyphens=False) or [""]
+        cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths)]
+        lines.append("  ".join([*cells, notes[0]]).rstrip())
+        indent = " " * (sum(widths) + 2 * len(widths))
+        lines.extend(indent + more.rstrip() for more in notes[1:])
     return "\n".join(lines)
 
 
@@ -177,7 +298,15 @@ def training_curves(
     starts: List[Dict[str, Any]] = []
     run = 0
     previous: Optional[Dict[str, Any]] = None
+    cause: Optional[str] = None
     for line in lines:
+        found = _START_CAUSE.search(line)
+        if found:
+            cause = found.group("cause")
+            continue
+        if _WATCHDOG_KILL.search(line):
+            cause = cause or "hang"
+            continue
         if _RUN_START.search(line):
             run += 1
             previous = None
@@ -193,13 +322,28 @@ def training_curves(
         if point is None:
             continue
         if previous is None and points:
-            starts.append({"step": point["step"], "time": point["time"], "run": run})
+            starts.append(
+                {
+                    "step": point["step"],
+                    "time": point["time"],
+                    "run": run,
+                    "cause": cause or "unknown",
+                    # From the last progress line before the restart to the first after it.
+                    "down_seconds": round(max(0.0, point["time"] - points[-1]["time"]), 1),
+                }
+            )
+        if previous is None:
+            cause = None
         points.append(point)
         previous = point
+    causes: Dict[str, int] = {}
+    for start in starts:
+        causes[start["cause"]] = causes.get(start["cause"], 0) + 1
     return {
         "points": _thin(points, max_points),
         "runs": len({point["run"] for point in points}),
         "restarts": starts,
+        "restart_causes": causes,
         "batch_size": batch_size,
     }
 
@@ -256,9 +400,63 @@ def _ticks(low: float, high: float) -> List[float]:
 
 
 def _label(value: float) -> str:
-    if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
+    """Readable tick labels: 25000, not 2.5e+04; 0.0125, not 1.25e-02."""
+    if value == int(value) and abs(value) < 1e12:
+        return str(int(value))
+    if value != 0 and abs(value) < 1e-3:
         return f"{value:.2e}"
-    return f"{value:.4g}"
+    return f"{value:.4g}" if abs(value) < 1e5 else str(round(value))
+
+
+def _clock_label(seconds: float) -> str:
+    """Elapsed wall-clock time for the time axis: 0, 45s, 12m, 2h30m, 3d04h."""
+    if seconds <= 0:
+        return "0"
+    return human_age(seconds).replace("m00s", "m").replace("h00m", "h")
+
+
+def _time_ticks(span: float) -> List[float]:
+    for step in (10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 43200, 86400, 172800):
+        if span / step <= 6:
+            return [i * step for i in range(int(span // step) + 1)]
+    step = 86400 * math.ceil(span / 86400 / 6)
+    return [i * step for i in range(int(span // step) + 1)]
+
+
+def _restart_words(restart: Mapping[str, Any]) -> str:
+    cause = str(restart.get("cause") or "unknown")
+    words = CAUSE_WORDS.get(cause, "restart (cause not in the log)")
+    down = restart.get("down_seconds")
+    return "{}, resumed at step {}{}".format(
+        words,
+        int(restart["step"]),
+        f", {human_age(down)} without progress" if isinstance(down, (int, float)) else "",
+    )
+
+
+def _where(restart: Mapping[str, Any], x: str, origin: float) -> float:
+    return float(restart["time"]) - origin if x == "time" else float(restart["step"])
+
+
+def _restart_lines(
+    restarts: List[Mapping[str, Any]], at: Any, top: float, bottom: float
+) -> List[str]:
+    """Dashed red lines at restarts, labelled with the cause (and a long stall's length)."""
+    parts = []
+    for restart in restarts:
+        cx = at(restart)
+        label = str(restart.get("cause") or "unknown")
+        down = restart.get("down_seconds")
+        if isinstance(down, (int, float)) and down >= 60:
+            label += f" {human_age(down)}"  # a long stall is visible on a step axis too
+        parts.append(
+            f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{top}" y2="{bottom}" '
+            f'stroke="#d33" stroke-dasharray="3,3"><title>'
+            f"{html.escape(_restart_words(restart))}</title></line>"
+            f'<text x="{cx + 2:.1f}" y="{top + 9}" font-size="9" fill="#d33">'
+            f"{html.escape(label)}</text>"
+        )
+    return parts
 
 
 def training_svg_chart(
@@ -267,8 +465,19 @@ def training_svg_chart(
     title: str = "",
     width: int = 640,
     height: int = 240,
+    x: str = "step",
+    y_from_zero: Optional[bool] = None,
 ) -> str:
-    """An inline SVG line chart of one series of training_curves() against the step."""
+    """An inline SVG line chart of one series of training_curves().
+
+    ``x`` is ``step`` or ``time`` (wall clock since the first point: downtime shows as a
+    shaded gap). The y axis starts at 0 for samples/s (and whenever ``y_from_zero``), so
+    noise does not look like a collapse; otherwise the axis label says where it starts.
+    """
+    if x not in ("step", "time"):
+        raise AnsibleFilterError("training_svg_chart: x must be 'step' or 'time'")
+    if y_from_zero is None:
+        y_from_zero = y == "samples_per_second"
     points = [p for p in curves.get("points", []) if isinstance(p.get(y), (int, float))]
     esc_title = html.escape(title or y)
     head = (
@@ -284,14 +493,23 @@ def training_svg_chart(
             'font-size="12" fill="#888">no data in the job log yet</text></svg>'
         )
     left, right, top, bottom = 64, 12, 26, 30
-    xs = [float(p["step"]) for p in points]
+    origin = float(points[0]["time"]) if x == "time" else 0.0
+
+    def xval(point: Mapping[str, Any]) -> float:
+        return float(point["time"]) - origin if x == "time" else float(point["step"])
+
+    xs = [xval(p) for p in points]
     ys = [float(p[y]) for p in points]
     x_low, x_high = min(xs), max(xs)
     y_low, y_high = min(ys), max(ys)
+    if y_from_zero:
+        y_low, y_high = min(0.0, y_low), max(0.0, y_high)
     if x_high == x_low:
         x_high = x_low + 1
     if y_high == y_low:
         y_low, y_high = y_low - 0.5 * (abs(y_low) or 1), y_high + 0.5 * (abs(y_high) or 1)
+        if y_from_zero:
+            y_low = min(0.0, y_low + 0.5 * (abs(y_low) or 1))
 
     def px(value: float) -> float:
         return left + (value - x_low) / (x_high - x_low) * (width - left - right)
@@ -300,30 +518,41 @@ def training_svg_chart(
         return height - bottom - (value - y_low) / (y_high - y_low) * (height - top - bottom)
 
     parts = [head]
+    restarts = [r for r in curves.get("restarts", []) if isinstance(r, Mapping)]
+    if x == "time":
+        for restart in restarts:
+            down = restart.get("down_seconds")
+            if isinstance(down, (int, float)) and down > 0:
+                x1 = px(float(restart["time"]) - origin - down)
+                x2 = px(float(restart["time"]) - origin)
+                parts.append(
+                    f'<rect x="{x1:.1f}" y="{top}" width="{max(1.0, x2 - x1):.1f}" '
+                    f'height="{height - top - bottom}" fill="#fbe3e3">'
+                    f"<title>{html.escape(_restart_words(restart))}</title></rect>"
+                )
     for tick in _ticks(y_low, y_high):
         parts.append(
             f'<line x1="{left}" x2="{width - right}" y1="{py(tick):.1f}" y2="{py(tick):.1f}" '
             f'stroke="#eee"/><text x="{left - 4}" y="{py(tick) + 4:.1f}" text-anchor="end" '
             f'font-size="10">{_label(tick)}</text>'
         )
-    for tick in _ticks(x_low, x_high):
+    x_ticks = _time_ticks(x_high) if x == "time" else _ticks(x_low, x_high)
+    for tick in x_ticks:
+        text = _clock_label(tick) if x == "time" else _label(tick)
         parts.append(
             f'<text x="{px(tick):.1f}" y="{height - bottom + 14}" text-anchor="middle" '
-            f'font-size="10">{_label(tick)}</text>'
+            f'font-size="10">{text}</text>'
         )
+    axis = "wall-clock time since the first point" if x == "time" else "step"
+    if not y_from_zero:
+        axis += f" (y axis from {_label(_ticks(y_low, y_high)[0])}, not 0)"
     parts.append(
         f'<text x="{width / 2:.0f}" y="{height - 3}" text-anchor="middle" font-size="10">'
-        "step</text>"
+        f"{html.escape(axis)}</text>"
     )
-    for restart in curves.get("restarts", []):
-        x = px(float(restart["step"]))
-        parts.append(
-            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{height - bottom}" '
-            f'stroke="#d33" stroke-dasharray="3,3"><title>restart resumed at step '
-            f"{int(restart['step'])}</title></line>"
-        )
+    parts.extend(_restart_lines(restarts, lambda r: px(_where(r, x, origin)), top, height - bottom))
     for run_points in _split_runs(points):
-        coords = " ".join(f"{px(float(p['step'])):.1f},{py(float(p[y])):.1f}" for p in run_points)
+        coords = " ".join(f"{px(xval(p)):.1f},{py(float(p[y])):.1f}" for p in run_points)
         parts.append(
             f'<polyline fill="none" stroke="#1f6feb" stroke-width="1.5" points="{coords}"/>'
         )

@@ -18,6 +18,9 @@ description:
     whether the job is hung (running but its heartbeat older than its C(hang_timeout)), what
     the hang watchdog did, and why the unit failed when it did.
   - Only reads; never changes anything, so it is safe in check mode.
+  - With O(wait), polls until every job trains again (or finished, stopped, or failed with a
+    recorded reason) and returns then, so a playbook waits without a retry loop that prints
+    C(FAILED - RETRYING) for a normal wait.
 author:
   - unbroken.training contributors (@unbroken-training)
 options:
@@ -35,6 +38,19 @@ options:
         are read from its C(jobs/) sub-directory.
     type: path
     default: /etc/unbroken/trainer
+  wait:
+    description:
+      - Wait until every job named is settled - training again with a heartbeat from its
+        current process, finished, stopped, or failed with its reason recorded - polling
+        once a second.
+      - A job that is not settled within O(wait_timeout) makes the module fail, naming it
+        and its state.
+    type: bool
+    default: false
+  wait_timeout:
+    description: Seconds O(wait) waits at most.
+    type: int
+    default: 300
 extends_documentation_fragment:
   - unbroken.training.attributes.info_module
 notes:
@@ -56,13 +72,12 @@ EXAMPLES = r"""
       {{ training.jobs_by_name.demo.step }} / {{ training.jobs_by_name.demo.total_steps }},
       loss {{ training.jobs_by_name.demo.loss }}
 
-- name: Wait until a job trains again after a restart
+- name: Wait until a job trains again after a restart (no retry loop, no FAILED lines)
   unbroken.training.training_status:
     name: [demo]
+    wait: true
+    wait_timeout: 120
   register: demo
-  until: demo.jobs[0].training
-  retries: 30
-  delay: 2
 """
 
 RETURN = r"""
@@ -93,12 +108,38 @@ jobs:
       type: str
       returned: always
     restarts:
-      description: Automatic restarts since the unit was last started by hand (NRestarts).
+      description: >-
+        Starts nobody asked for (crash, hang watchdog, reboot) since the last deliberate
+        start (operator, playbook, converge), counted by the role's helper; systemd's
+        NRestarts when the helper has no record yet. Only these count toward the
+        crash-loop limit.
       type: int
+      returned: always
+    runs:
+      description: Runs (starts of the job's process) in total, as the helper counted them.
+      type: int
+      returned: always
+    systemd_restarts:
+      description: systemd's NRestarts (reset by a reboot and by every manual start).
+      type: int
+      returned: always
+    last_start:
+      description: >-
+        The current (or last) run's start - run number, cause (operator, reboot, crash,
+        hang), a one-line detail and the time; null before the helper recorded one.
+      type: dict
+      returned: always
+    last_end:
+      description: How the last finished run ended (systemd's result, exit code kind and status).
+      type: dict
       returned: always
     exit_code:
       description: Exit status of the last main process, when it exited.
       type: int
+      returned: always
+    checked_at:
+      description: Unix time (on the host) this report was read.
+      type: float
       returned: always
     main_pid:
       description: PID of the running main process (docker's client), 0 when none.
@@ -117,8 +158,24 @@ jobs:
       type: bool
       returned: always
     status_state:
-      description: State in the status file (starting, training, stopping, finished, failed).
+      description: >-
+        State in the status file (starting, training, stopping, stopped, finished, failed).
       type: str
+      returned: always
+    status_exit_code:
+      description: The exit code the trainer wrote into its status file on its way out.
+      type: int
+      returned: always
+    status_reason:
+      description: One-line reason the trainer wrote for its last state (why it failed or stopped).
+      type: str
+      returned: always
+    quarantined:
+      description: >-
+        Checkpoints the trainer found invalid and moved aside (name, step, reason), from
+        the status file.
+      type: list
+      elements: dict
       returned: always
     step:
       description: Optimizer steps completed (status file).
@@ -182,6 +239,14 @@ jobs_by_name:
   description: The same entries keyed by job name.
   returned: always
   type: dict
+waited_seconds:
+  description: How long O(wait) waited (0 without it).
+  returned: always
+  type: float
+msg:
+  description: With O(wait), one line per job saying how it settled.
+  returned: always
+  type: str
 """
 
 import json
@@ -206,6 +271,9 @@ UNIT_PROPERTIES = (
     "ExecMainPID",
     "ExecMainStartTimestampMonotonic",
 )
+WAIT_POLL_SECONDS = 1.0
+# Status-file states after which a process is done on purpose: nothing more to wait for.
+SETTLED_STATES = ("finished", "stopped")
 
 Runner = Callable[[List[str]], Tuple[int, str, str]]
 
@@ -309,6 +377,9 @@ def job_report(
     limit = hang_timeout if fresh else startup_timeout
     status_state = status.get("state") if status else None
     failure = read_json(os.path.join(job["state_dir"], "failure.json"))
+    runs = read_json(os.path.join(job["state_dir"], "runs.json")) or {}
+    systemd_restarts = to_int(props.get("NRestarts"))
+    quarantined = status.get("quarantined") if status else None
     return {
         "name": job["name"],
         "unit": job["unit"],
@@ -316,13 +387,21 @@ def job_report(
         "active_state": active,
         "sub_state": sub,
         "result": props.get("Result"),
-        "restarts": to_int(props.get("NRestarts")),
+        "restarts": _int_or(runs.get("restarts"), systemd_restarts),
+        "runs": _int_or(runs.get("runs"), None),
+        "systemd_restarts": systemd_restarts,
+        "last_start": runs.get("last_start") if isinstance(runs.get("last_start"), dict) else None,
+        "last_end": runs.get("last_end") if isinstance(runs.get("last_end"), dict) else None,
         "exit_code": to_int(props.get("ExecMainStatus")),
         "main_pid": to_int(props.get("ExecMainPID")) or 0,
+        "checked_at": round(now_wall, 3),
         "main_started_at": None if started_wall is None else round(started_wall, 3),
         "running": running,
         "training": running and fresh and status_state == "training",
         "status_state": status_state,
+        "status_exit_code": _int_or(status.get("exit_code") if status else None, None),
+        "status_reason": _one_line(status.get("reason") if status else None),
+        "quarantined": quarantined if isinstance(quarantined, list) else [],
         "step": status.get("step") if status else None,
         "total_steps": status.get("total_steps") if status else None,
         "loss": status.get("loss") if status else None,
@@ -345,6 +424,64 @@ def job_report(
         "failure": failure,
         "failure_reason": failure.get("message") if failure else None,
     }
+
+
+def _int_or(value: Any, fallback: Optional[int]) -> Optional[int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return fallback
+
+
+def _one_line(value: Any) -> Optional[str]:
+    if not isinstance(value, str) or not value.strip():
+        return None
+    return " ".join(value.split())
+
+
+def settled(report: Dict[str, Any]) -> bool:
+    """Nothing more to wait for: trains again, ended on purpose, or failed with a reason."""
+    if report["training"]:
+        return True
+    if report["status_state"] in SETTLED_STATES:
+        # Written by the current process (not a file left by the previous run).
+        updated, started = report["status_updated_at"], report["main_started_at"]
+        if report["active_state"] in ("inactive", "failed") or (
+            updated is not None and started is not None and updated > started
+        ):
+            return True
+    return report["active_state"] == "failed" and report["failure_reason"] is not None
+
+
+def describe(report: Dict[str, Any]) -> str:
+    if report["training"]:
+        return "{} trains (step {})".format(report["name"], report["step"])
+    if report["active_state"] == "failed":
+        return "{} failed: {}".format(report["name"], report["failure_reason"])
+    return "{} is {} (unit {}/{}{})".format(
+        report["name"],
+        report["status_state"] or "without status",
+        report["active_state"],
+        report["sub_state"],
+        ", " + report["status_reason"] if report["status_reason"] else "",
+    )
+
+
+def wait_for_jobs(
+    report_all: Callable[[], List[Dict[str, Any]]],
+    timeout: float,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> Tuple[List[Dict[str, Any]], float, bool]:
+    """Poll until every job is settled: (last reports, seconds waited, all settled)."""
+    start = clock()
+    while True:
+        reports = report_all()
+        waited = clock() - start
+        if all(settled(r) for r in reports):
+            return reports, waited, True
+        if waited >= timeout:
+            return reports, waited, False
+        sleep(min(WAIT_POLL_SECONDS, max(0.0, timeout - waited)))
 
 
 def load_jobs(config_dir: str, names: List[str]) -> Tuple[List[Dict[str, Any]], List[str]]:
@@ -372,6 +509,8 @@ def main() -> None:
         argument_spec={
             "name": {"type": "list", "elements": "str", "default": [], "aliases": ["names"]},
             "config_dir": {"type": "path", "default": "/etc/unbroken/trainer"},
+            "wait": {"type": "bool", "default": False},
+            "wait_timeout": {"type": "int", "default": 300},
         },
         supports_check_mode=True,
     )
@@ -386,9 +525,34 @@ def main() -> None:
         result: Tuple[int, str, str] = module.run_command(argv, environ_update={"LC_ALL": "C"})
         return result
 
-    now_wall, now_monotonic = time.time(), time.monotonic()
-    reports = [job_report(job, run, now_wall, now_monotonic) for job in jobs]
-    module.exit_json(changed=False, jobs=reports, jobs_by_name={r["name"]: r for r in reports})
+    if module.params["wait_timeout"] < 0:
+        module.fail_json(msg="wait_timeout must be 0 or more seconds")
+
+    def report_all() -> List[Dict[str, Any]]:
+        now_wall, now_monotonic = time.time(), time.monotonic()
+        return [job_report(job, run, now_wall, now_monotonic) for job in jobs]
+
+    waited, ok = 0.0, True
+    if module.params["wait"]:
+        reports, waited, ok = wait_for_jobs(report_all, float(module.params["wait_timeout"]))
+    else:
+        reports = report_all()
+    result = {
+        "changed": False,
+        "jobs": reports,
+        "jobs_by_name": {r["name"]: r for r in reports},
+        "waited_seconds": round(waited, 1),
+        "msg": "; ".join(describe(r) for r in reports) if module.params["wait"] else "",
+    }
+    if not ok:
+        module.fail_json(
+            msg="not settled after {} s: {}".format(
+                module.params["wait_timeout"],
+                "; ".join(describe(r) for r in reports if not settled(r)),
+            ),
+            **{k: v for k, v in result.items() if k != "msg"},
+        )
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

@@ -131,8 +131,8 @@ def test_failure_reason_names_the_crash_loop_exit_code_and_log() -> None:
     ]
     reason = helper.failure_reason(job, props, entries)
     assert reason["message"] == (
-        "job broken failed: crash-loop limit reached (3 starts within 30s); last exit code 3; "
-        "2 automatic restarts"
+        "job broken failed: crash-loop limit reached (3 automatic restarts within 30s); "
+        "last exit code 3; 2 automatic restarts"
     )
     assert reason["crash_loop"] is True
     assert reason["exit_code"] == 3 and reason["last_log_lines"] == ["boom"]

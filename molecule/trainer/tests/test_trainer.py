@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -125,7 +126,10 @@ def journal_since(epoch: float, unit_name: str = UNIT) -> str:
     ).stdout
 
 
-def ansible_playbook(playbook: str, *extra: str) -> subprocess.CompletedProcess:
+def ansible_playbook(
+    playbook: str, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run a scenario playbook, or (absolute path) one of the collection's playbooks."""
     inventory = os.environ["MOLECULE_INVENTORY_FILE"]
     # One stream: molecule's ansible.cfg sends failures to stderr (display_failed_stderr).
     return subprocess.run(
@@ -135,7 +139,17 @@ def ansible_playbook(playbook: str, *extra: str) -> subprocess.CompletedProcess:
         text=True,
         timeout=600,
         check=False,
+        env={**os.environ, "ANSIBLE_NOCOLOR": "1", **(env or {})},
     )
+
+
+def runs_record() -> dict[str, Any]:
+    """The helper's run record: runs, restarts since the last deliberate start, causes.
+
+    Read with docker exec, not testinfra's host fixture: a test that takes that
+    (parametrized) fixture is run in a group with the others, out of file order.
+    """
+    return json.loads(sh(f"cat /var/lib/unbroken/trainer/{JOB}/runs.json").stdout)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -234,6 +248,85 @@ def test_05_sigkill_of_the_container_restarts_and_resumes():
     assert 0 <= entry["steps_lost"] <= INTERVAL
 
 
+def test_05b_operator_restarts_leave_the_crash_loop_budget_to_crashes():
+    """Issue 17 item 6: job_restart.yml plus `systemctl restart`s, restart_limit_burst
+    deliberate starts in all, then one SIGKILL: the job resumes. It used to stay failed
+    ("crash-loop limit reached"): systemd counted the operator's starts too, and the
+    restart after the kill was start number burst + 1 within restart_limit_interval (an
+    hour here, so the proof does not depend on how fast a busy machine restarts)."""
+    burst, window = DEMO["restart_limit_burst"], DEMO["restart_limit_interval"]
+    runs_before = runs_record()["runs"]
+    t_first = time.time()
+    run = ansible_playbook(
+        str(REPO / "playbooks" / "job_restart.yml"),
+        "-e",
+        "unbroken_hosts=all",
+        "-e",
+        f"unbroken_jobs={JOB}",
+    )
+    assert run.returncode == 0, run.stdout[-3000:]
+    # The wait is one polling module run: no alarming retry lines for a normal wait.
+    assert "FAILED - RETRYING" not in run.stdout and "demo trains (step" in run.stdout
+    wait_resumed(t_first)
+    sh(
+        f"for i in $(seq {burst - 1}); do systemctl restart {UNIT} || exit 1; done",
+        timeout=120 * burst,
+    )
+    wait_for(
+        "the container of the last restart",
+        lambda: (
+            sh(
+                f"docker inspect -f '{{{{.State.Running}}}}' {CONTAINER}", check=False
+            ).stdout.strip()
+            == "true"
+        ),
+        timeout=60,
+    )
+    newest = checkpoints()[-1]
+    t_fault = time.time()
+    sh(f"docker kill --signal KILL {CONTAINER}")
+    assert t_fault - t_first < window  # all of this job's starts fall in one window
+    doc, t_up = wait_resumed(t_fault)
+    assert doc["resumed_from"]["step"] == newest
+    assert unit("ActiveState", "NRestarts") == {"ActiveState": "active", "NRestarts": "1"}
+    job = runs_record()
+    assert job["restarts"] == 1 and job["runs"] == runs_before + burst + 1
+    assert job["last_start"]["cause"] == "crash"
+    assert "exit status 137 (SIGKILL in the container)" in job["last_start"]["detail"]
+    journal = journal_since(t_fault)
+    assert f"run {job['runs']} of job {JOB} starts (cause: crash)" in journal
+    RESULTS["operator_restarts_then_crash"] = {
+        "operator_starts": burst,
+        "restart_limit_burst": burst,
+        "restart_limit_interval": window,
+        "seconds_from_first_restart_to_crash": round(t_fault - t_first, 1),
+        "resumed_from_step": doc["resumed_from"]["step"],
+        "seconds_to_training_again": round(t_up - t_fault, 1),
+    }
+
+
+def test_05c_status_table_stays_one_table_under_the_yaml_callback():
+    """Issue 17 item 9: the header and rows are not folded at 80 columns by the YAML output."""
+    run = ansible_playbook(
+        str(REPO / "playbooks" / "status.yml"),
+        "-e",
+        "unbroken_hosts=all",
+        env={"ANSIBLE_CALLBACK_RESULT_FORMAT": "yaml"},
+    )
+    assert run.returncode == 0, run.stdout[-3000:]
+    lines = run.stdout.splitlines()
+    header = [line for line in lines if line.split()[:2] == ["HOST", "JOB"] and "RESTARTS" in line]
+    assert len(header) == 1 and header[0].split()[-3:] == ["RESTARTS", "RUNS", "NOTE"], lines
+    row = [line for line in lines if INSTANCE in line and f" {JOB} " in line]
+    assert len(row) == 1 and "training" in row[0], lines
+    assert "restarted after a crash" in run.stdout
+    # The default (JSON) output gets one list item per line instead.
+    run = ansible_playbook(str(REPO / "playbooks" / "status.yml"), "-e", "unbroken_hosts=all")
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert re.search(r'"HOST +JOB +STATE', run.stdout), run.stdout[-2000:]
+    assert re.search(rf'"{INSTANCE} +{JOB} +training', run.stdout), run.stdout[-2000:]
+
+
 def test_06_systemctl_stop_checkpoints_at_the_current_step():
     """Fault 3: systemctl stop; final checkpoint at the current step, clean exit within grace."""
     t_fault = time.time()
@@ -316,6 +409,9 @@ def test_08_frozen_trainer_is_restarted_by_the_watchdog(host):
         f"journalctl -u unbroken-trainer-watchdog.service --since=@{int(t_fault)} -o cat"
     ).stdout
     assert f"job {JOB}: no heartbeat for" in watchdog_log
+    # Issue 17 item 9: the kill is in the job's own journal too, and the next start says why.
+    assert f"hang watchdog: job {JOB}: no heartbeat for" in journal_since(t_fault)
+    assert runs_record()["last_start"]["cause"] == "hang"
     entry = record(
         "sigstop_hang",
         step_at_fault,
@@ -381,6 +477,9 @@ def test_10_restarting_the_whole_instance_brings_the_job_back():
     assert doc["resumed_from"]["step"] > 0
     entry = record("instance_restart", step_at_fault, doc, t_fault, t_up)
     assert 0 <= entry["steps_lost"] <= INTERVAL
+    # systemd's NRestarts starts again at 0 after a boot; the job's restart count does not.
+    job = runs_record()
+    assert job["last_start"]["cause"] == "reboot" and job["restarts"] == 1
 
 
 def _status_from_tar(raw: bytes) -> dict[str, Any]:
@@ -399,8 +498,11 @@ def test_11_crash_looping_job_fails_with_a_reason(host):
     assert run.returncode != 0, run.stdout[-3000:]
     # The deployment itself fails and says why: crash loop, exit code, the job's own words.
     assert "job broken is not training after its (re)start" in run.stdout
-    assert "crash-loop limit reached (3 starts within 30s); last exit code 3" in run.stdout
+    assert (
+        "crash-loop limit reached (3 automatic restarts within 30s); last exit code 3" in run.stdout
+    )
     assert "simulated failure: cannot open the data set" in run.stdout
+    assert "FAILED - RETRYING" not in run.stdout  # the wait is one module run, no retry loop
 
     def failed() -> dict[str, Any] | None:
         report_ = host.ansible("unbroken.training.training_status", "name=broken", check=False)
@@ -412,7 +514,7 @@ def test_11_crash_looping_job_fails_with_a_reason(host):
     # restarts; a refused manual start would say start-limit-hit.
     assert job["result"] in ("exit-code", "start-limit-hit") and job["failure"]["crash_loop"]
     assert job["exit_code"] == 3
-    assert "crash-loop limit reached (3 starts within 30s)" in job["failure_reason"]
+    assert "crash-loop limit reached (3 automatic restarts within 30s)" in job["failure_reason"]
     assert any(
         "simulated failure: cannot open the data set" in line
         for line in job["failure"]["last_log_lines"]

@@ -10,12 +10,17 @@ sub-command reads the job's JSON definition written by the role
 ``run JOB``            exec ``docker run`` (no wrapper left behind: docker's client is the
                        unit's main process, SIGTERM goes to the container's init).
 ``pre-start JOB``      remove a stale container of the job, clear the last failure
-                       reason, refuse to start when the image is not on the host.
+                       reason, record the run and why it starts (``runs.json``: operator,
+                       reboot, crash or hang), reset systemd's crash-loop counter when
+                       the start is deliberate, refuse to start when the image is absent.
+``post-stop JOB``      record how the run ended ($SERVICE_RESULT, $EXIT_CODE,
+                       $EXIT_STATUS from systemd's ExecStopPost=) in ``runs.json``.
 ``stop JOB``           run ``docker stop -t <stop_timeout>`` (the trainer's budget plus a
                        margin; systemd's TimeoutStopSec is larger again), then wait for
                        the unit's main process (``$MAINPID``) to exit with the job's code.
 ``watchdog``           restart every running job whose heartbeat (the status file the
-                       checkpoint library writes) is older than its hang_timeout.
+                       checkpoint library writes) is older than its hang_timeout; each
+                       kill is also logged to the job's own journal (``journalctl -u``).
 ``record-failure JOB`` write why a job's unit failed (result, last exit code, last log
                        lines) to ``<state_dir>/failure.json``; run by ``OnFailure=``.
 ``follow-log JOB``     copy the job's journal into a size-capped, rotated log file.
@@ -30,16 +35,22 @@ import json
 import os
 import shlex
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 DEFAULT_CONFIG_DIR = "/etc/unbroken/trainer"
 STATUS_SCHEMA = "unbroken.training/status"
 FAILURE_FILE = "failure.json"
 WATCHDOG_FILE = "watchdog.json"
 CURSOR_FILE = "journal.cursor"
+RUNS_FILE = "runs.json"
+RUN_HISTORY = 50  # starts kept in runs.json (the report reads the causes from the log)
+BOOT_MARKER = "/run/unbroken-trainer/boot"
+JOURNAL_SOCKET = "/run/systemd/journal/socket"
 LOG_LINES_IN_REASON = 15
 # Seconds ``stop`` waits, after the container is gone, for ``docker run`` to exit.
 MAIN_EXIT_WAIT = 15.0
@@ -159,6 +170,7 @@ def pre_start(job: Dict[str, Any]) -> None:
     if removed.returncode == 0 and removed.stdout.strip():
         print("removed stale container {}".format(job["container"]), flush=True)
     _remove(os.path.join(job["state_dir"], FAILURE_FILE))
+    record_start(job)
     image = subprocess.run(
         [docker, "image", "inspect", "--format", "{{.Id}}", job["image"]],
         capture_output=True,
@@ -172,6 +184,178 @@ def pre_start(job: Dict[str, Any]) -> None:
                 job["image"]
             )
         )
+
+
+# -- runs: why each start happened ----------------------------------------------------
+
+
+def boot_id() -> str:
+    """A token that changes at every boot of the host, shared by all jobs.
+
+    Kept on /run (a tmpfs, empty after every boot) rather than read from the kernel's
+    boot_id, which a container host shares with its own host.
+    """
+    os.makedirs(os.path.dirname(BOOT_MARKER), mode=0o755, exist_ok=True)
+    try:
+        fd = os.open(BOOT_MARKER, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        with open(BOOT_MARKER, encoding="ascii") as handle:
+            return handle.read().strip()
+    token = os.urandom(16).hex()
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(token + "\n")
+    return token
+
+
+def describe_exit(end: Optional[Dict[str, Any]]) -> str:
+    """'exit status 137 (SIGKILL in the container)', 'killed by SIGTERM', ... of a run."""
+    if not end:
+        return "an unknown exit"
+    kind, status = end.get("exit_code_kind"), str(end.get("exit_status") or "")
+    if kind == "exited" and status.isdigit():
+        text = f"exit status {status}"
+        # docker run reports a container killed by signal N as 128 + N.
+        with contextlib.suppress(ValueError):
+            if 128 < int(status) <= 128 + 64:
+                text += f" ({signal.Signals(int(status) - 128).name} in the container)"
+        return text
+    if kind in ("killed", "dumped") and status:
+        return "{} by {}".format(kind, status if status.isdigit() else "SIG" + status)
+    return "result {}".format(end.get("service_result") or "unknown")
+
+
+def start_cause(
+    previous: Dict[str, Any],
+    automatic: bool,
+    current_boot: str,
+    watchdog_record: Optional[Dict[str, Any]],
+) -> Tuple[str, str]:
+    """(cause, detail) of this start: operator, reboot, hang or crash.
+
+    ``automatic`` is systemd's own word (NRestarts > 0 at ExecStartPre: the start is a
+    Restart= of a run that failed); any other start was asked for (operator, converge,
+    boot).  A start on a new boot after runs on an earlier one is a reboot.
+    """
+    last = previous.get("last_start") or {}
+    end = previous.get("last_end")
+    ended = describe_exit(end if end and end.get("run") == last.get("run") else None)
+    if not automatic:
+        if last and last.get("boot_id") and last.get("boot_id") != current_boot:
+            return "reboot", "host restarted (the previous run was cut off)"
+        return "operator", "started on request (systemctl start/restart, a playbook or converge)"
+    kill_at = (watchdog_record or {}).get("last_kill_at")
+    if isinstance(kill_at, (int, float)) and kill_at >= float(last.get("at") or 0):
+        return "hang", "the hang watchdog killed the previous run at step {} ({})".format(
+            (watchdog_record or {}).get("last_kill_step"), ended
+        )
+    return "crash", "the previous run failed with " + ended
+
+
+def note_start(
+    previous: Dict[str, Any],
+    automatic: bool,
+    now: float,
+    current_boot: str,
+    watchdog_record: Optional[Dict[str, Any]],
+) -> Dict[str, Any]:
+    """The job's run record after one more start."""
+    cause, detail = start_cause(previous, automatic, current_boot, watchdog_record)
+    runs = int(previous.get("runs") or 0) + 1
+    # One restart count for the table and the report: starts nobody asked for (crash,
+    # hang, reboot) since the last deliberate one. systemd's NRestarts is reset by a
+    # reboot and by every manual start, so it cannot say that.
+    restarts = 0 if cause == "operator" else int(previous.get("restarts") or 0) + 1
+    start = {"run": runs, "at": now, "cause": cause, "detail": detail, "boot_id": current_boot}
+    history = list(previous.get("history") or [])[-(RUN_HISTORY - 1) :]
+    history.append({k: start[k] for k in ("run", "at", "cause", "detail")})
+    record = dict(previous)
+    record.update(runs=runs, restarts=restarts, last_start=start, history=history)
+    if cause == "operator":
+        record["last_operator_start"] = now
+    return record
+
+
+def unit_automatic_restart(unit: str) -> bool:
+    """True when systemd started this run by itself (Restart=): NRestarts > 0."""
+    value = systemctl_show(unit, ["NRestarts"]).get("NRestarts", "")
+    # Unknown counts as automatic: then the crash-loop counter is never reset wrongly.
+    return not value.isdigit() or int(value) > 0
+
+
+def record_start(job: Dict[str, Any]) -> None:
+    """Write runs.json for this start; on a deliberate start reset the crash-loop counter.
+
+    systemd's StartLimitBurst counts every start, so operator restarts and converges
+    used to eat the budget meant for crashes. ``systemctl reset-failed`` during
+    ExecStartPre (the limit was already checked for this start) empties the counter, so
+    only the automatic restarts after this start count toward the limit.
+    """
+    path = os.path.join(job["state_dir"], RUNS_FILE)
+    automatic = unit_automatic_restart(job["unit"])
+    try:
+        boot = boot_id()
+    except OSError as exc:
+        print(f"warning: cannot read or write {BOOT_MARKER}: {exc}", flush=True)
+        boot = ""
+    record = note_start(
+        read_json(path) or {},
+        automatic,
+        time.time(),
+        boot,
+        read_json(os.path.join(job["state_dir"], WATCHDOG_FILE)),
+    )
+    start = record["last_start"]
+    print(
+        "run {} of job {} starts (cause: {}): {}; {} automatic restart(s) since the last "
+        "deliberate start".format(
+            start["run"], job["name"], start["cause"], start["detail"], record["restarts"]
+        ),
+        flush=True,
+    )
+    if not automatic:
+        subprocess.run(["systemctl", "reset-failed", job["unit"]], capture_output=True, check=False)
+    try:
+        write_json(path, record)
+    except OSError as exc:  # a full /var must not keep the job from starting
+        print(f"warning: cannot write {path}: {exc}", flush=True)
+
+
+def post_stop(job: Dict[str, Any], env: Mapping[str, str]) -> None:
+    """Record how the run ended, from the variables systemd gives ExecStopPost=."""
+    path = os.path.join(job["state_dir"], RUNS_FILE)
+    record = read_json(path) or {}
+    end = {
+        "run": (record.get("last_start") or {}).get("run"),
+        "at": time.time(),
+        "service_result": env.get("SERVICE_RESULT"),
+        "exit_code_kind": env.get("EXIT_CODE"),
+        "exit_status": env.get("EXIT_STATUS"),
+    }
+    record["last_end"] = end
+    if end["service_result"] not in (None, "success"):
+        print("run {} of job {} ended: {}".format(end["run"], job["name"], describe_exit(end)))
+    try:
+        write_json(path, record)
+    except OSError as exc:
+        print(f"warning: cannot write {path}: {exc}", flush=True)
+
+
+def log_to_job_journal(job: Dict[str, Any], message: str, priority: int = 4) -> None:
+    """Also put ``message`` in the job's journal (``journalctl -u <unit>`` shows it).
+
+    journalctl -u matches entries from root that carry OBJECT_SYSTEMD_UNIT=<unit>, so a
+    message the watchdog sends over journald's native protocol is listed with the job's
+    own output, under the job's identifier, and the log file copy picks it up too.
+    """
+    fields = {
+        "MESSAGE": message,
+        "PRIORITY": str(priority),
+        "SYSLOG_IDENTIFIER": "unbroken-job-" + job["name"],
+        "OBJECT_SYSTEMD_UNIT": job["unit"],
+    }
+    datagram = "".join("{}={}\n".format(k, v.replace("\n", " ")) for k, v in fields.items())
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.sendto(datagram.encode("utf-8"), JOURNAL_SOCKET)
 
 
 def stop_job(job: Dict[str, Any]) -> None:
@@ -337,7 +521,7 @@ def watchdog(config_dir: str) -> int:
             print("job {}: killed container not gone yet".format(job["name"]), flush=True)
         elif verdict["hung"]:
             hung_jobs += 1
-            print(
+            message = (
                 "job {}: no heartbeat for {:.0f}s ({} {:.0f}s, last step {}); killing "
                 "container {} so systemd restarts it from the newest checkpoint".format(
                     job["name"],
@@ -346,9 +530,10 @@ def watchdog(config_dir: str) -> int:
                     verdict["limit"],
                     verdict["step"],
                     job["container"],
-                ),
-                flush=True,
+                )
             )
+            print(message, flush=True)
+            log_to_job_journal(job, "hang watchdog: " + message)
             subprocess.run(
                 [docker_binary(), "kill", "--signal", "KILL", job["container"]],
                 capture_output=True,
@@ -405,7 +590,7 @@ def failure_reason(
     crash_loop = result == "start-limit-hit" or any("repeated too quickly" in m for m in manager)
     own = [message_of(e) for e in entries if e.get("SYSLOG_IDENTIFIER") != "systemd"]
     if crash_loop:
-        why = "crash-loop limit reached ({} starts within {}s)".format(
+        why = "crash-loop limit reached ({} automatic restarts within {}s)".format(
             job.get("restart_limit_burst"), job.get("restart_limit_interval")
         )
     else:
@@ -513,6 +698,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
         choices=(
             "run",
             "pre-start",
+            "post-stop",
             "stop",
             "watchdog",
             "record-failure",
@@ -537,6 +723,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             run_job(job)
         elif args.action == "pre-start":
             pre_start(job)
+        elif args.action == "post-stop":
+            post_stop(job, os.environ)
         elif args.action == "stop":
             stop_job(job)
         elif args.action == "record-failure":

@@ -55,6 +55,7 @@ def job(**overrides: Any) -> dict[str, Any]:
         "samples_per_second": 812.345,
         "last_checkpoint": {"name": "step-001000", "step": 1000, "age_seconds": 312.4},
         "restarts": 2,
+        "runs": 7,
         "hung": False,
         "failure_reason": None,
         "checkpoint_error": None,
@@ -78,6 +79,7 @@ def test_table_has_one_aligned_row_per_host_and_job() -> None:
         "CKPT",
         "AGE",
         "RESTARTS",
+        "RUNS",
         "NOTE",
     ]
     assert [line.split()[:2] for line in lines[1:]] == [
@@ -85,7 +87,15 @@ def test_table_has_one_aligned_row_per_host_and_job() -> None:
         ["gpu01", "c"],
         ["gpu02", "b"],
     ]
-    assert lines[1].split()[2:8] == ["training", "1200/100000", "0.1235", "812.3", "5m12s", "2"]
+    assert lines[1].split()[2:9] == [
+        "training",
+        "1200/100000",
+        "0.1235",
+        "812.3",
+        "5m12s",
+        "2",
+        "7",
+    ]
     # Columns line up: every row's JOB column starts where the header's does.
     column = lines[0].index("JOB")
     assert all(line[column - 2 : column] == "  " for line in lines)
@@ -109,15 +119,118 @@ def test_state_column_names_what_an_operator_must_know(overrides: dict, state: s
 
 def test_note_shows_the_failure_reason_first_then_checkpoint_error_then_resume() -> None:
     failed = job(failure_reason="crash loop: exit 5\nmore", checkpoint_error="ENOSPC")
-    assert report.table_row("h", failed)[8] == "crash loop: exit 5"
-    assert report.table_row("h", job(checkpoint_error="ENOSPC"))[8] == "ENOSPC"
+    assert report.table_row("h", failed)[9] == "crash loop: exit 5 more; checkpoint error: ENOSPC"
+    assert report.table_row("h", job(checkpoint_error="ENOSPC"))[9] == "checkpoint error: ENOSPC"
     resumed = job(resumed_from={"name": "step-000900", "step": 900})
-    assert report.table_row("h", resumed)[8] == "resumed from step-000900"
+    assert report.table_row("h", resumed)[9] == "resumed from step-000900"
+
+
+LONG_REASON = (
+    "job demo failed: crash-loop limit reached (5 automatic restarts within 3600s); "
+    "last exit code 2; 4 automatic restarts"
+)
+
+
+def test_a_long_note_is_wrapped_under_its_column_never_cut() -> None:
+    failed = job(
+        active_state="failed",
+        running=False,
+        sub_state="failed",
+        failure_reason=LONG_REASON,
+        status_reason="train.py: error: unrecognized arguments: --lr-warmup 100",
+        status_exit_code=2,
+    )
+    lines = report.training_table({"gpu01": [failed]}).splitlines()
+    column = lines[0].index("NOTE")
+    assert len(lines) > 2
+    assert all(line[:column].strip() == "" for line in lines[2:])
+    note = " ".join(line[column:] for line in lines[1:])
+    assert LONG_REASON in note
+    assert "trainer: train.py: error: unrecognized arguments: --lr-warmup 100 (exit 2)" in note
+    assert all(len(line) - column <= report.NOTE_WIDTH for line in lines[1:])
+
+
+def test_samples_per_second_only_while_training() -> None:
+    for state in (
+        {"hung": True},
+        {"active_state": "failed", "running": False, "sub_state": "failed"},
+        {"running": False, "sub_state": "dead", "status_state": "stopped"},
+    ):
+        assert report.table_row("h", job(**state))[5] == "-", state
+    assert report.table_row("h", job())[5] == "812.3"
+
+
+def test_note_says_why_the_current_run_started_and_what_was_skipped() -> None:
+    crashed = job(
+        checked_at=1000.0,
+        last_start={
+            "cause": "crash",
+            "at": 910.0,
+            "detail": "the previous run failed with exit status 137 (SIGKILL in the container)",
+        },
+        resumed_from={
+            "name": "step-000040",
+            "step": 40,
+            "skipped": [["step-000060", "state.pt: sha256 mismatch"]],
+        },
+        quarantined=[{"name": "quarantine-step-000060", "step": 60, "reason": "sha256 mismatch"}],
+    )
+    note = report.job_note(crashed)
+    assert (
+        "restarted after a crash 1m30s ago: the previous run failed with exit status 137 "
+        "(SIGKILL in the container)" in note
+    )
+    assert "resumed from step-000040" in note
+    assert "skipped invalid step-000060 (state.pt: sha256 mismatch)" in note
+    assert "quarantined: quarantine-step-000060 (sha256 mismatch)" in note
+    hang = job(last_start={"cause": "hang", "at": 0, "detail": "the hang watchdog killed it"})
+    assert report.job_note(hang).startswith("restarted by the hang watchdog")
+    reboot = job(last_start={"cause": "reboot", "at": 0, "detail": "host restarted"})
+    assert report.job_note(reboot).startswith("restarted after a host reboot")
+    operator = job(last_start={"cause": "operator", "at": 0, "detail": "started on request"})
+    assert report.job_note(operator) == ""
+    hung = job(hung=True, heartbeat_age=185.0, hang_timeout=120)
+    assert report.job_note(hung).startswith("no heartbeat for 3m05s (limit 120s)")
+
+
+def test_a_stopped_job_shows_why_it_stopped_not_the_previous_resume() -> None:
+    stopped = job(
+        running=False,
+        training=False,
+        sub_state="dead",
+        active_state="inactive",
+        status_state="stopped",
+        status_reason="stopped by SIGTERM at step 1200; final checkpoint step-001200",
+        status_exit_code=0,
+        step=1200,
+        last_checkpoint={"name": "step-001200", "step": 1200, "age_seconds": 3},
+        resumed_from={"name": "step-000900", "step": 900},
+        last_start={"cause": "crash", "at": 0, "detail": "x"},
+    )
+    row = report.table_row("h", stopped)
+    assert row[2] == "stopped"
+    assert "resumed from" not in row[9] and "crash" not in row[9]
+    assert row[9] == "trainer: stopped by SIGTERM at step 1200; final checkpoint step-001200"
+    older = dict(stopped, status_state="stopping", status_reason=None)  # before "stopped"
+    assert report.job_note(older) == "stopped at step 1200, newest checkpoint step-001200"
+
+
+def test_a_running_job_with_the_previous_runs_status_is_starting() -> None:
+    starting = job(status_state="stopped", status_updated_at=100.0, main_started_at=200.0)
+    assert report.job_state(starting) == "starting"
+    assert report.job_state(job(status_updated_at=300.0, main_started_at=200.0)) == "training"
 
 
 def test_unknown_values_show_as_dashes_and_hosts_without_jobs_get_a_line() -> None:
-    empty = job(step=None, loss=None, samples_per_second=None, last_checkpoint=None, restarts=None)
-    assert report.table_row("h", empty)[3:8] == ["-", "-", "-", "-", "-"]
+    empty = job(
+        step=None,
+        loss=None,
+        samples_per_second=None,
+        last_checkpoint=None,
+        restarts=None,
+        runs=None,
+    )
+    assert report.table_row("h", empty)[3:9] == ["-", "-", "-", "-", "-", "-"]
     text = report.training_table({"idle": []})
     assert text.splitlines()[1].split()[:4] == ["idle", "-", "no", "jobs"]
 
@@ -159,7 +272,15 @@ def test_curves_measure_throughput_within_each_run_only() -> None:
     assert points[1]["loss"] == 0.25
     assert points[3]["loss"] is None  # nan is not drawn
     assert curves["runs"] == 2
-    assert curves["restarts"] == [{"step": 100, "time": points[2]["time"], "run": 2}]
+    assert curves["restarts"] == [
+        {
+            "step": 100,
+            "time": points[2]["time"],
+            "run": 2,
+            "cause": "unknown",
+            "down_seconds": 25.0,
+        }
+    ]
 
 
 def test_curves_accept_lines_and_thin_long_logs_keeping_the_last_point() -> None:
@@ -174,6 +295,7 @@ def test_curves_accept_lines_and_thin_long_logs_keeping_the_last_point() -> None
         "points": [],
         "runs": 0,
         "restarts": [],
+        "restart_causes": {},
         "batch_size": 8,
     }
     with pytest.raises(AnsibleFilterError):
@@ -246,3 +368,70 @@ def test_filter_module_exports_the_documented_filters() -> None:
     }
     for name in names:
         assert (PLUGIN.parent / f"{name}.yml").is_file(), f"{name} has no documentation"
+
+
+# A job's log with the helper's start lines: a crash, then a 3-minute hang killed by the
+# watchdog, then an operator restart (steps past 10000, where labels used to read 1e+04).
+CAUSES_LOG = [
+    _line("00:00", "INFO " + START),
+    _line("00:10", "INFO train: step 10000 loss 0.5 lr 1"),
+    _line("00:20", "INFO train: step 10100 loss 0.4 lr 1"),
+    "2026-11-28T22:00:25.000000Z run 2 of job llm starts (cause: crash): the previous run "
+    "failed with exit status 137 (SIGKILL in the container)",
+    _line("00:30", "INFO " + START),
+    _line("00:40", "INFO train: step 10100 loss 0.4 lr 1"),
+    _line("00:50", "INFO train: step 10200 loss 0.3 lr 1"),
+    "2026-11-28T22:03:50.000000Z hang watchdog: job llm: no heartbeat for 180s",
+    "2026-11-28T22:03:52.000000Z run 3 of job llm starts (cause: hang): the hang watchdog "
+    "killed the previous run at step 10200",
+    _line("03:55", "INFO " + START),
+    _line("04:00", "INFO train: step 10200 loss 0.3 lr 1"),
+    _line("04:10", "INFO train: step 10300 loss 0.2 lr 1"),
+    "2026-11-28T22:04:12.000000Z run 4 of job llm starts (cause: operator): started on request",
+    _line("04:15", "INFO " + START),
+    _line("04:20", "INFO train: step 10300 loss 0.2 lr 1"),
+    _line("04:30", "INFO train: step 10400 loss 0.1 lr 1"),
+]
+
+
+def test_restarts_carry_their_cause_and_downtime() -> None:
+    curves = report.training_curves(CAUSES_LOG, batch_size=1)
+    assert [(r["step"], r["cause"], r["down_seconds"]) for r in curves["restarts"]] == [
+        (10100, "crash", 20.0),
+        (10200, "hang", 190.0),
+        (10300, "operator", 10.0),
+    ]
+    assert curves["restart_causes"] == {"crash": 1, "hang": 1, "operator": 1}
+    svg = report.training_svg_chart(curves, y="loss")
+    ET.fromstring(svg)
+    assert "restarted by the hang watchdog, resumed at step 10200, 3m10s without progress" in svg
+    assert "restarted after a crash" in svg and "started by an operator" in svg
+    labels = [t.text for t in ET.fromstring(svg).iter("{http://www.w3.org/2000/svg}text")]
+    assert "hang 3m10s" in labels and "crash" in labels  # a long stall is labelled on the chart
+
+
+def test_step_labels_are_plain_numbers_and_throughput_starts_at_zero() -> None:
+    curves = report.training_curves(CAUSES_LOG, batch_size=1)
+    svg = report.training_svg_chart(curves, y="samples_per_second")
+    root = ET.fromstring(svg)
+    labels = [t.text for t in root.iter("{http://www.w3.org/2000/svg}text")]
+    assert "10000" in labels or "10100" in labels
+    assert not any("e+" in (label or "") for label in labels)
+    assert "0" in labels  # the y axis starts at 0 for samples/s
+    loss = report.training_svg_chart(curves, y="loss")
+    assert "not 0)" in loss  # the loss axis says where it starts
+    assert report._label(25000.0) == "25000" and report._label(0.0125) == "0.0125"
+
+
+def test_wall_clock_view_shows_a_hang_as_a_shaded_gap() -> None:
+    curves = report.training_curves(CAUSES_LOG, batch_size=1)
+    svg = report.training_svg_chart(curves, y="loss", x="time")
+    root = ET.fromstring(svg)
+    ns = "{http://www.w3.org/2000/svg}"
+    gaps = [r for r in root.findall(f"{ns}rect") if r.get("fill") == "#fbe3e3"]
+    assert len(gaps) == 3
+    widths = [float(g.get("width", "0")) for g in gaps]
+    assert widths[1] > 5 * widths[0]  # the 190 s hang is far wider than the 20 s crash
+    assert "wall-clock time" in svg
+    with pytest.raises(AnsibleFilterError):
+        report.training_svg_chart(curves, x="epoch")

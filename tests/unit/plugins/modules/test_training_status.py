@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -353,3 +354,261 @@ def test_stop_gives_up_waiting_for_a_main_process_that_does_not_exit() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+# -- why a job (re)started, how its run ended, waiting without a retry loop -------------
+
+helper = _load_helper()
+
+
+# -- the helper's run record ---------------------------------------------------------
+
+
+def _start(previous: dict[str, Any], automatic: bool, boot: str = "b1", **kw: Any) -> dict:
+    return helper.note_start(previous, automatic, kw.get("now", 1000.0), boot, kw.get("watchdog"))
+
+
+def test_runs_count_every_start_but_restarts_only_the_ones_nobody_asked_for() -> None:
+    record: dict[str, Any] = {}
+    causes = []
+    # converge, four operator restarts, a crash, a hang, a reboot, an operator start
+    for automatic, boot, watchdog in [
+        (False, "b1", None),
+        (False, "b1", None),
+        (False, "b1", None),
+        (False, "b1", None),
+        (False, "b1", None),
+        (True, "b1", None),
+        (True, "b1", {"last_kill_at": 6500.0, "last_kill_step": 420}),
+        (False, "b2", None),
+        (False, "b2", None),
+    ]:
+        now = 1000.0 + 1000 * len(causes)
+        record = helper.note_start(record, automatic, now, boot, watchdog)
+        causes.append(record["last_start"]["cause"])
+        if len(causes) == 8:
+            assert record["restarts"] == 3  # crash, hang, reboot since the last operator start
+    assert causes == [
+        "operator",
+        "operator",
+        "operator",
+        "operator",
+        "operator",
+        "crash",
+        "hang",
+        "reboot",
+        "operator",
+    ]
+    assert record["runs"] == 9 and record["restarts"] == 0
+    assert [h["run"] for h in record["history"]] == list(range(1, 10))
+
+
+def test_a_crash_start_names_how_the_previous_run_ended() -> None:
+    record = _start({}, automatic=False)
+    record["last_end"] = {
+        "run": 1,
+        "service_result": "exit-code",
+        "exit_code_kind": "exited",
+        "exit_status": "137",
+    }
+    crashed = _start(record, automatic=True)
+    assert crashed["last_start"]["cause"] == "crash"
+    assert crashed["last_start"]["detail"] == (
+        "the previous run failed with exit status 137 (SIGKILL in the container)"
+    )
+    assert helper.describe_exit({"exit_code_kind": "killed", "exit_status": "TERM"}) == (
+        "killed by SIGTERM"
+    )
+    assert helper.describe_exit(None) == "an unknown exit"
+
+
+def test_a_watchdog_kill_before_this_runs_start_is_not_a_hang() -> None:
+    record = _start({}, automatic=False, now=2000.0)
+    old_kill = {"last_kill_at": 1500.0, "last_kill_step": 10}
+    assert _start(record, True, watchdog=old_kill)["last_start"]["cause"] == "crash"
+
+
+def test_a_deliberate_start_resets_systemds_crash_loop_counter(
+    job: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[list[str]] = []
+    nrestarts = {"value": "0"}
+
+    def fake_run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess:
+        calls.append(argv)
+        out = f"NRestarts={nrestarts['value']}\n" if argv[1] == "show" else ""
+        return subprocess.CompletedProcess(argv, 0, out, "")
+
+    monkeypatch.setattr(helper.subprocess, "run", fake_run)
+    monkeypatch.setattr(helper, "BOOT_MARKER", str(Path(job["state_dir"]).parent / "run" / "boot"))
+    helper.record_start(job)
+    assert ["systemctl", "reset-failed", job["unit"]] in calls
+    calls.clear()
+    nrestarts["value"] = "1"  # systemd's own Restart=: a crash, which must count
+    helper.record_start(job)
+    assert not any(c[:2] == ["systemctl", "reset-failed"] for c in calls)
+    record = json.loads(Path(job["state_dir"], "runs.json").read_text())
+    assert (record["runs"], record["restarts"], record["last_start"]["cause"]) == (2, 1, "crash")
+    calls.clear()
+    nrestarts["value"] = ""  # unknown: never reset (a crash loop must still end)
+    helper.record_start(job)
+    assert not any(c[:2] == ["systemctl", "reset-failed"] for c in calls)
+
+
+def test_the_boot_token_lives_until_the_next_boot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    marker = tmp_path / "run" / "unbroken-trainer" / "boot"
+    monkeypatch.setattr(helper, "BOOT_MARKER", str(marker))
+    first = helper.boot_id()
+    assert first and helper.boot_id() == first
+    marker.unlink()  # /run is emptied at every boot (a tmpfs)
+    assert helper.boot_id() != first
+
+
+def test_post_stop_records_systemds_exit_variables(job: dict[str, Any]) -> None:
+    Path(job["state_dir"], "runs.json").write_text(json.dumps({"last_start": {"run": 4}}))
+    helper.post_stop(
+        job, {"SERVICE_RESULT": "exit-code", "EXIT_CODE": "exited", "EXIT_STATUS": "3"}
+    )
+    end = json.loads(Path(job["state_dir"], "runs.json").read_text())["last_end"]
+    assert (end["run"], end["service_result"], end["exit_status"]) == (4, "exit-code", "3")
+
+
+def test_watchdog_messages_reach_the_jobs_journal(
+    tmp_path: Path, job: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = str(tmp_path / "journal.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(path)
+    server.settimeout(2)
+    monkeypatch.setattr(helper, "JOURNAL_SOCKET", path)
+    try:
+        helper.log_to_job_journal(job, "hang watchdog: job demo: no heartbeat\nfor 25s")
+        fields = dict(
+            line.split("=", 1) for line in server.recv(4096).decode().splitlines() if line
+        )
+    finally:
+        server.close()
+    # journalctl -u lists root's entries whose OBJECT_SYSTEMD_UNIT names the unit.
+    assert fields == {
+        "MESSAGE": "hang watchdog: job demo: no heartbeat for 25s",
+        "PRIORITY": "4",
+        "SYSLOG_IDENTIFIER": "unbroken-job-demo",
+        "OBJECT_SYSTEMD_UNIT": "unbroken-job-demo.service",
+    }
+
+
+# -- training_status ---------------------------------------------------------------------
+
+
+def test_report_counts_restarts_from_the_helpers_record_not_nrestarts(job: dict[str, Any]) -> None:
+    fresh = training_status.job_report(job, _show(NRestarts="2"), NOW_WALL, NOW_MONO)
+    assert fresh["restarts"] == 2 and fresh["runs"] is None  # no record yet: systemd's count
+    record = {
+        "runs": 16,
+        "restarts": 1,
+        "last_start": {"run": 16, "cause": "reboot", "at": NOW_WALL - 60, "detail": "x"},
+    }
+    Path(job["state_dir"], "runs.json").write_text(json.dumps(record))
+    report = training_status.job_report(job, _show(NRestarts="0"), NOW_WALL, NOW_MONO)
+    assert (report["runs"], report["restarts"], report["systemd_restarts"]) == (16, 1, 0)
+    assert report["last_start"]["cause"] == "reboot"
+
+
+def test_report_carries_the_trainers_final_state_reason_and_quarantine(
+    job: dict[str, Any],
+) -> None:
+    _write_status(job["status_file"], NOW_WALL - 30, state="failed")
+    document = json.loads(Path(job["status_file"]).read_text())
+    document.update(
+        exit_code=2,
+        reason="train.py: error: unrecognized arguments:\n --lr-warmup",
+        quarantined=[{"name": "quarantine-step-000062", "step": 62, "reason": "crc mismatch"}],
+    )
+    Path(job["status_file"]).write_text(json.dumps(document))
+    report = training_status.job_report(
+        job, _show(active="inactive", sub="dead"), NOW_WALL, NOW_MONO
+    )
+    assert report["status_state"] == "failed" and report["status_exit_code"] == 2
+    assert report["status_reason"] == "train.py: error: unrecognized arguments: --lr-warmup"
+    assert report["quarantined"][0]["name"] == "quarantine-step-000062"
+    _write_status(job["status_file"], NOW_WALL - 30)  # a status file without the new keys
+    old = training_status.job_report(job, _show(), NOW_WALL, NOW_MONO)
+    assert (old["status_exit_code"], old["status_reason"], old["quarantined"]) == (None, None, [])
+
+
+def _report(**fields: Any) -> dict[str, Any]:
+    base = {
+        "name": "demo",
+        "training": False,
+        "running": True,
+        "status_state": "training",
+        "status_updated_at": 100.0,
+        "main_started_at": 200.0,
+        "active_state": "active",
+        "sub_state": "running",
+        "failure_reason": None,
+        "status_reason": None,
+        "step": 5,
+    }
+    base.update(fields)
+    return base
+
+
+@pytest.mark.parametrize(
+    ("fields", "done"),
+    [
+        ({"training": True}, True),
+        ({}, False),  # the previous run's status: not yet
+        ({"status_state": "stopped"}, False),  # the previous run's stop, a new run loads
+        ({"status_state": "stopped", "active_state": "inactive", "running": False}, True),
+        ({"status_state": "finished", "status_updated_at": 300.0}, True),
+        ({"active_state": "failed", "running": False}, False),  # reason not recorded yet
+        ({"active_state": "failed", "running": False, "failure_reason": "x"}, True),
+    ],
+)
+def test_settled_means_nothing_more_to_wait_for(fields: dict[str, Any], done: bool) -> None:
+    assert training_status.settled(_report(**fields)) is done
+
+
+def test_wait_polls_until_settled_and_gives_up_at_its_timeout() -> None:
+    clock = {"now": 0.0}
+    answers = iter([[_report()], [_report()], [_report(training=True)]])
+
+    def sleep(seconds: float) -> None:
+        clock["now"] += seconds
+
+    reports, waited, ok = training_status.wait_for_jobs(
+        lambda: next(answers), 10, sleep, lambda: clock["now"]
+    )
+    assert ok and waited == 2.0 and reports[0]["training"]
+    clock["now"] = 0.0
+    reports, waited, ok = training_status.wait_for_jobs(
+        lambda: [_report()], 3, sleep, lambda: clock["now"]
+    )
+    assert not ok and waited == 3.0
+
+
+def test_module_wait_fails_naming_the_job_that_did_not_settle(
+    tmp_path: Path,
+    job: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _define(tmp_path, job)
+    _write_status(job["status_file"], time.time() - 500)  # the previous run's
+
+    def fake_run_command(self: Any, argv: list[str], **kwargs: Any) -> tuple[int, str, str]:
+        return _show(started_mono=time.monotonic() - 5)(argv)
+
+    monkeypatch.setattr(training_status.AnsibleModule, "run_command", fake_run_command)
+    monkeypatch.setattr(training_status, "WAIT_POLL_SECONDS", 0.05)
+    args = {"config_dir": str(tmp_path), "name": ["demo"], "wait": True, "wait_timeout": 0}
+    result = _run_module(args, capsys)
+    assert result["failed"] is True
+    assert result["msg"].startswith("not settled after 0 s: demo is training (unit active/running")
+    assert result["jobs"][0]["name"] == "demo"
+    _write_status(job["status_file"], time.time())
+    result = _run_module({**args, "wait_timeout": 5}, capsys)
+    assert "failed" not in result and result["msg"] == "demo trains (step 120)"
