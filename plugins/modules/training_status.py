@@ -274,6 +274,8 @@ UNIT_PROPERTIES = (
 WAIT_POLL_SECONDS = 1.0
 # Status-file states after which a process is done on purpose: nothing more to wait for.
 SETTLED_STATES = ("finished", "stopped")
+# A run whose own last write is one of these is on its way out: not hung.
+TERMINAL_STATES = ("finished", "stopped", "failed")
 
 Runner = Callable[[List[str]], Tuple[int, str, str]]
 
@@ -415,7 +417,7 @@ def job_report(
             and hang_timeout > 0
             and age is not None
             and age > limit
-            and not (fresh and status_state == "finished")
+            and not (fresh and status_state in TERMINAL_STATES)
         ),
         "resumed_from": status.get("resumed_from") if status else None,
         "last_checkpoint": newest_checkpoint(job["checkpoint_dir"], now_wall),

@@ -116,6 +116,13 @@ def test_watchdog_counts_a_previous_runs_status_from_this_runs_start() -> None:
     assert old["hung"] is True and old["step"] == 7
 
 
+@pytest.mark.parametrize("state", ["finished", "stopped", "failed"])
+def test_watchdog_leaves_a_run_that_wrote_its_terminal_state(state: str) -> None:
+    ending = {"updated_at": 950.0, "state": state, "step": 7}
+    verdict = helper.heartbeat_verdict(ending, started_wall=900.0, hang_timeout=30, now_wall=1000.0)
+    assert verdict["hung"] is False and verdict["heartbeat_age"] == 50.0
+
+
 def _entry(identifier: str, message: str) -> dict[str, str]:
     return {"SYSLOG_IDENTIFIER": identifier, "MESSAGE": message}
 

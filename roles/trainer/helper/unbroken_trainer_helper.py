@@ -473,7 +473,9 @@ def heartbeat_verdict(
     beat = float(updated) if fresh else started_wall  # type: ignore[arg-type]
     limit = hang_timeout if fresh or not startup_timeout else startup_timeout
     age = max(0.0, now_wall - beat)
-    finished = fresh and bool(status) and status.get("state") == "finished"  # type: ignore[union-attr]
+    # The run wrote its terminal state and is on its way out: not hung.
+    state = status.get("state") if status else None
+    finished = fresh and state in ("finished", "stopped", "failed")
     return {
         "heartbeat_age": round(age, 1),
         "hang_timeout": hang_timeout,

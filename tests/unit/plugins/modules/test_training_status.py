@@ -216,6 +216,14 @@ def test_running_job_with_a_stale_heartbeat_is_hung(job: dict[str, Any]) -> None
     assert report["training"] is True  # the last write was this run's, in state training
 
 
+@pytest.mark.parametrize("state", ["finished", "stopped", "failed"])
+def test_a_run_that_wrote_its_terminal_state_is_not_hung(job: dict[str, Any], state: str) -> None:
+    # The process is on its way out (final checkpoint, exit): no watchdog kill, no "hung".
+    _write_status(job["status_file"], NOW_WALL - 45, state=state)
+    report = training_status.job_report(job, _show(started_mono=NOW_MONO - 100), NOW_WALL, NOW_MONO)
+    assert not report["hung"] and report["heartbeat_age"] == 45.0
+
+
 def test_freshly_restarted_job_is_not_hung_before_its_timeout(job: dict[str, Any]) -> None:
     _write_status(job["status_file"], NOW_WALL - 500)  # written by the previous run
     report = training_status.job_report(job, _show(started_mono=NOW_MONO - 5), NOW_WALL, NOW_MONO)
