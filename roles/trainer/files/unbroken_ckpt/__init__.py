@@ -67,6 +67,14 @@ A missing or unparsable file means "no heartbeat yet"; readers use ``read_status
 from __future__ import annotations
 
 from . import checkpoint_manifest
+from .distributed import (
+    LAYOUTS,
+    DistributedJob,
+    ModelOptimizerState,
+    ReplicatedCheckpointManager,
+    ShardedCheckpointManager,
+    world_from_env,
+)
 from .errors import (
     CheckpointError,
     CheckpointLockedError,
@@ -85,6 +93,7 @@ from .storage import Commit
 __version__ = LIBRARY_VERSION
 
 __all__ = [
+    "LAYOUTS",
     "STATUS_SCHEMA",
     "STATUS_VERSION",
     "CheckpointError",
@@ -94,9 +103,13 @@ __all__ = [
     "CheckpointWriteError",
     "Commit",
     "ConfigMismatchError",
+    "DistributedJob",
+    "ModelOptimizerState",
     "NoValidCheckpointError",
+    "ReplicatedCheckpointManager",
     "Restored",
     "ResumableBatchSampler",
+    "ShardedCheckpointManager",
     "StatusFile",
     "StopSignals",
     "UnsafeCheckpointError",
@@ -104,4 +117,5 @@ __all__ = [
     "load_state_file",
     "parse_signal",
     "read_status",
+    "world_from_env",
 ]
