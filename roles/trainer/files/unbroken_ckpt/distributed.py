@@ -73,7 +73,7 @@ from typing import Any, Self
 
 import torch
 import torch.distributed as dist
-from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter, async_save
+from torch.distributed.checkpoint import FileSystemReader, async_save
 from torch.distributed.checkpoint import load as dcp_load
 from torch.distributed.checkpoint import save as dcp_save
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
@@ -500,18 +500,20 @@ class ShardedCheckpointManager(_RankAware):
             os.mkdir(tmp, 0o755)
         self.job.barrier()
         state = self._state(step, epoch, extras)
-        writer = FileSystemWriter(tmp, sync_files=True)
+        # checkpoint_id, not a storage_writer: DCP then writes with FileSystemWriter (files
+        # fsynced) and stages async saves with its default stager, which measured 2-3x
+        # faster than the writer's own staging (benchmarks/README.md).
         job = _Job(step, threading.current_thread())
         started = time.monotonic()
         if sync:
             try:
-                dcp_save(state, storage_writer=writer, process_group=self.job.io)
+                dcp_save(state, checkpoint_id=tmp, process_group=self.job.io)
             except Exception as exc:  # DCP raises on every rank when any rank failed
                 job.error = exc
             self._commit(job, tmp, epoch, started)
             self._job = job
             return self.wait()
-        future = async_save(state, storage_writer=writer, process_group=self.job.io)
+        future = async_save(state, checkpoint_id=tmp, process_group=self.job.io)
         job.thread = threading.Thread(
             target=self._finish_async,
             args=(job, future, tmp, epoch, started),
