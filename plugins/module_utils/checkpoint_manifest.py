@@ -12,6 +12,10 @@ chosen.  Other entries of ``CHECKPOINT_DIR``:
 * ``.tmp-*``   a checkpoint being written (or abandoned by a crashed writer);
 * ``.trash-*`` a checkpoint being deleted by rotation;
 * ``.lock``    the one-writer lock file (``fcntl.flock``), holding the writer's pid/host;
+* ``quarantine-step-<step>-<UTC time>`` a checkpoint found invalid (or unsafe to load),
+  moved aside by the trainer and kept for inspection, with ``QUARANTINE.json`` saying
+  why; it is never loaded, never counts toward rotation's ``keep`` and never deleted
+  by the trainer (delete it once inspected);
 * anything else (e.g. the status file) is ignored here.
 
 Each file is checked per fixed-size segment (16 MiB by default), with the algorithm the
@@ -55,12 +59,15 @@ LOCK_NAME = ".lock"
 TMP_PREFIX = ".tmp-"
 TRASH_PREFIX = ".trash-"
 CHECKPOINT_PREFIX = "step-"
+QUARANTINE_PREFIX = "quarantine-"
+QUARANTINE_NOTE = "QUARANTINE.json"
 # Segment checksum algorithms readers understand, with their hex digest lengths.
 HASH_ALGORITHMS = {"crc32": 8, "sha256": 64}
 HASH_ALGORITHM = "crc32"
 SEGMENT_SIZE = 16 * 1024 * 1024
 _READ_CHUNK = 8 * 1024 * 1024
 _NAME_RE = re.compile(r"^step-(\d{6,})$")
+_QUARANTINE_RE = re.compile(r"^quarantine-step-(\d{6,})-([0-9TZ]+)(?:-\d+)?$")
 # Plain names, plus the ones torch.distributed.checkpoint writes (``.metadata``,
 # ``__0_0.distcp``); never a path separator, ``.`` or ``..``.
 _FILE_NAME_RE = re.compile(r"^(?:[A-Za-z0-9_]|\.[A-Za-z0-9_])[A-Za-z0-9._-]*$")
@@ -357,12 +364,22 @@ def verify_files(
             continue
         bad = [i for i, (got, want) in enumerate(zip(digests, entry["segments"])) if got != want]
         if bad:
-            first = bad[0] * segment_size
             problems.append(
                 f"{name}: {algorithm} mismatch in {len(bad)} of {len(digests)} "
-                f"segment(s), first at byte {first} (corrupted)"
+                f"segment(s): {_segment_ranges(bad, segment_size, size)} (corrupted)"
             )
     return problems
+
+
+def _segment_ranges(bad: list[int], segment_size: int, size: int, shown: int = 3) -> str:
+    """Name the first mismatching segments with their byte ranges (the flip is inside)."""
+    parts = []
+    for index in bad[:shown]:
+        start, end = index * segment_size, min(size, (index + 1) * segment_size) - 1
+        parts.append(f"segment {index} (bytes {start}-{end})")
+    if len(bad) > shown:
+        parts.append(f"{len(bad) - shown} more")
+    return ", ".join(parts)
 
 
 class CheckpointStatus:
@@ -417,6 +434,46 @@ def list_checkpoints(directory: str) -> list[tuple[int, str]]:
         if step is not None and os.path.isdir(os.path.join(directory, name)):
             found.append((step, name))
     return sorted(found, reverse=True)
+
+
+def quarantine_name(step: int, when: float | None = None) -> str:
+    """Return the name a checkpoint of ``step`` is moved to when it is quarantined."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if when is None else when))
+    return f"{QUARANTINE_PREFIX}{checkpoint_name(step)}-{stamp}"
+
+
+def parse_quarantine(name: str) -> tuple[int, str] | None:
+    """Return (step, UTC time stamp) of a quarantine directory name, or None."""
+    match = _QUARANTINE_RE.match(name)
+    return (int(match.group(1)), match.group(2)) if match else None
+
+
+def write_quarantine_note(path: str, note: Mapping[str, Any]) -> None:
+    """Record why a checkpoint was quarantined (small, not fsynced: only for people)."""
+    with open(os.path.join(path, QUARANTINE_NOTE), "w", encoding="utf-8") as handle:
+        json.dump(dict(note), handle, sort_keys=True, indent=1)
+        handle.write("\n")
+
+
+def list_quarantined(directory: str) -> list[dict[str, Any]]:
+    """Return ``{"name", "step", "reason"}`` of quarantined checkpoints, newest first."""
+    found = []
+    for name in os.listdir(directory):
+        parsed = parse_quarantine(name)
+        path = os.path.join(directory, name)
+        if parsed is None or not os.path.isdir(path):
+            continue
+        reason = f"unknown ({QUARANTINE_NOTE} is missing or unreadable)"
+        try:
+            with open(os.path.join(path, QUARANTINE_NOTE), encoding="utf-8") as handle:
+                note = json.load(handle)
+            if isinstance(note, dict) and isinstance(note.get("reason"), str):
+                reason = note["reason"]
+        except (OSError, ValueError):
+            pass
+        found.append((parsed[0], parsed[1], name, reason))
+    found.sort(reverse=True)
+    return [{"name": name, "step": step, "reason": reason} for step, _when, name, reason in found]
 
 
 def list_incomplete(directory: str) -> list[str]:

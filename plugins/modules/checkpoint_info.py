@@ -162,6 +162,28 @@ corrupt:
   returned: always
   type: list
   elements: str
+quarantined:
+  description:
+    - Checkpoints the trainer moved aside because they were invalid or unsafe to load
+      (C(quarantine-step-<N>-<UTC time>)), newest first. They are kept for inspection,
+      never loaded and not counted by rotation; delete them once inspected.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: Directory name inside O(path).
+      type: str
+    step:
+      description: Step of the checkpoint before it was moved aside.
+      type: int
+    reason:
+      description: Why it was moved aside (from its C(QUARANTINE.json)).
+      type: str
+  sample:
+    - name: quarantine-step-000062-20261207T044033Z
+      step: 62
+      reason: "state.pt: crc32 mismatch in 1 of 1 segment(s): segment 0 (bytes 0-443999)"
 incomplete:
   description:
     - Entries left by a write or rotation that has not finished (C(.tmp-*), C(.trash-*)),
@@ -231,6 +253,7 @@ def summarise(directory: str, statuses: List[fmt.CheckpointStatus], now: float) 
         "latest_age_seconds": latest["age_seconds"] if latest else None,
         "latest_size_bytes": latest["size_bytes"] if latest else None,
         "corrupt": [item["name"] for item in items if not item["valid"]],
+        "quarantined": fmt.list_quarantined(directory),
         "incomplete": fmt.list_incomplete(directory),
         "total_size_bytes": sum(item["size_bytes"] for item in items),
         "writer": read_writer(directory),
@@ -269,6 +292,7 @@ def summarise_missing() -> Dict[str, Any]:
         "latest_age_seconds": None,
         "latest_size_bytes": None,
         "corrupt": [],
+        "quarantined": [],
         "incomplete": [],
         "total_size_bytes": 0,
         "writer": None,

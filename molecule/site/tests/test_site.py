@@ -172,7 +172,7 @@ def test_job_stop_checkpoints_and_job_start_resumes_there() -> None:
     assert stop.returncode == 0, stop.stdout[-3000:]
     assert not node.service(UNIT).is_running
     stopped = status(name)
-    assert stopped["state"] == "stopping"
+    assert stopped["state"] == "stopped"
     # The final checkpoint holds the step the trainer stopped at.
     assert stopped["last_checkpoint"]["step"] == stopped["step"]
     assert host(GPU_NODES[1]).service(UNIT).is_running, "the other node's job was touched"

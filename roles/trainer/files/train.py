@@ -22,10 +22,18 @@ Log lines the trainer role's tests look for::
     received SIGTERM at step 133; writing a final checkpoint (stop budget 25s)
 
 Exit codes: 0 finished, or stopped by a signal (after the final checkpoint, or when the
-stop budget ran out without it); 2 bad arguments; 3 a checkpoint could not be written
-(``--on-save-error stop``, or the final one); 4 the checkpoint directory is locked by
-another trainer; 5 configuration differs from the checkpoint's; 6 checkpoints exist but
-none verifies; 7 a checkpoint holds objects unsafe to load; 8 other checkpoint errors.
+stop budget ran out without it); 1 an unexpected error (its traceback is in the log);
+2 bad arguments; 3 a checkpoint could not be written (``--on-save-error stop``, or the
+final one); 4 the checkpoint directory is locked by another trainer; 5 configuration
+differs from the checkpoint's; 6 checkpoints exist but none verifies; 7 the only
+checkpoints that verify hold objects unsafe to load; 8 other checkpoint errors.
+
+Every exit except 2 and 4 ends with a final status write: state ``finished`` (0),
+``stopped`` (0, a stop signal) or ``failed`` (the exit code), with ``exit_code`` and a
+one-line ``reason``.  Exit 2 happens before the status file is known; exit 4 leaves the
+file to the trainer that holds the directory.  A status write that fails (a full disk)
+is logged and retried at the next interval, never fatal; the final one uses space set
+aside at the start, so it is written even on a full disk.
 """
 
 from __future__ import annotations
@@ -221,6 +229,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.stop_signal = parse_signal(args.stop_signal)
     except ValueError as exc:
         parser.error(str(exc))
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda given but CUDA is not available")
     return args
 
 
@@ -360,26 +370,26 @@ def _commit_info(ckpt: CheckpointManager) -> dict[str, Any] | None:
 
 
 class Progress:
-    """Status-file writes with samples/s measured between them."""
+    """Status-file writes with samples/s measured between them; remembers the latest step."""
 
-    def __init__(
-        self,
-        args: argparse.Namespace,
-        ckpt: CheckpointManager,
-        resumed: dict[str, Any] | None,
-    ) -> None:
+    def __init__(self, args: argparse.Namespace, ckpt: CheckpointManager) -> None:
         self.args = args
         self.ckpt = ckpt
-        self.resumed = resumed
+        self.resumed: dict[str, Any] | None = None
+        self.step = 0
+        self.epoch: int | None = None
+        self.loss: float | None = None
         self.file = StatusFile(args.status_file or os.path.join(args.checkpoint_dir, "status.json"))
-        self._mark = (time.monotonic(), 0)
         # One status file per job: rank 0 writes it (the others would race on its name).
-        self.enabled = world_from_env()[0] == 0
-        self.extra = {}
-        if world_from_env()[1] > 1:
-            self.extra = {"world_size": world_from_env()[1], "mode": args.mode}
+        rank, world = world_from_env()[:2]
+        self.enabled = rank == 0
+        self.extra: dict[str, Any] = {"world_size": world, "mode": args.mode} if world > 1 else {}
+        if self.enabled:
+            self.file.reserve()
+        self._mark = (time.monotonic(), 0)
 
-    def write(self, state: str, step: int, epoch: int, loss: float | None) -> None:
+    def write(self, state: str, step: int, epoch: int | None, loss: float | None) -> None:
+        self.step, self.epoch, self.loss = step, epoch, loss
         if not self.enabled:
             return
         now = time.monotonic()
@@ -390,18 +400,33 @@ class Progress:
             else None
         )
         self._mark = (now, step)
-        self.file.write(
-            state,
-            step,
-            total_steps=self.args.steps,
-            epoch=epoch,
-            loss=loss,
-            samples_per_second=rate,
-            last_checkpoint=_commit_info(self.ckpt),
-            checkpoint_error=self.ckpt.last_error,
-            resumed_from=self.resumed,
-            extra=self.extra,
+        self.file.write(state, step, **self._fields(loss, rate))
+
+    def final(self, state: str, exit_code: int, reason: str, attempts: int = 3) -> None:
+        """The process's last status: a terminal state, its exit code and why."""
+        if not self.enabled:
+            return
+        self.file.write_final(
+            attempts=attempts,
+            state=state,
+            step=self.step,
+            exit_code=exit_code,
+            reason=reason,
+            **self._fields(self.loss, None),
         )
+
+    def _fields(self, loss: float | None, rate: float | None) -> dict[str, Any]:
+        return {
+            "total_steps": self.args.steps,
+            "epoch": self.epoch,
+            "loss": loss,
+            "samples_per_second": rate,
+            "last_checkpoint": _commit_info(self.ckpt),
+            "checkpoint_error": self.ckpt.last_error,
+            "resumed_from": self.resumed,
+            "quarantined": self.ckpt.quarantined,
+            "extra": self.extra,
+        }
 
 
 def train(
@@ -409,6 +434,7 @@ def train(
     run: Run,
     ckpt: CheckpointManager,
     stop: StopSignals,
+    progress: Progress,
     job: DistributedJob | None = None,
 ) -> int:
     def stop_requested() -> bool:
@@ -416,17 +442,24 @@ def train(
         return job.agree_stop(stop.requested) if job is not None else stop.requested
 
     restored = ckpt.restore()
-    step, resumed = 0, None
-    if restored is None:
+    step = 0
+    if restored is None and ckpt.rejected:
+        LOG.warning(
+            "starting fresh (--allow-fresh-start): none of the %d checkpoint(s) in %s verifies; "
+            "they were moved aside: %s",
+            len(ckpt.rejected),
+            ckpt.directory,
+            ", ".join(item["name"] for item in ckpt.quarantined) or "(could not be moved)",
+        )
+    elif restored is None:
         LOG.info("starting fresh: no checkpoint in %s", ckpt.directory)
     else:
         step = restored.step
-        resumed = {
+        progress.resumed = {
             "name": restored.name,
             "step": restored.step,
             "skipped": [list(s) for s in restored.skipped],
         }
-    progress = Progress(args, ckpt, resumed)
     progress.write("training", step, run.sampler.epoch, None)
     loss: float | None = None
     stopping = False
@@ -450,20 +483,31 @@ def train(
             args.stop_budget,
         )
         progress.write("stopping", step, run.sampler.epoch, loss)
-        final_checkpoint(ckpt, step, run, loss, stop, args.stop_budget)
+        final_checkpoint(ckpt, step, run, loss, stop, args.stop_budget, progress)
         LOG.info("stopped at step %d after %s", step, stop.name or "a stop request")
-        progress.write("stopping", step, run.sampler.epoch, loss)
+        progress.final("stopped", EXIT_OK, _stop_reason(ckpt, stop, step), attempts=1)
         return EXIT_OK
     committed = ckpt.save(step, epoch=run.sampler.epoch, extras={"loss": loss}, blocking=True)
-    progress.write("finished" if committed else "failed", step, run.sampler.epoch, loss)
+    progress.step, progress.epoch, progress.loss = step, run.sampler.epoch, loss
     if committed is None:
-        LOG.error(
-            "training finished at step %d but its final checkpoint could not be written",
-            step,
+        reason = (
+            f"training finished at step {step} but its final checkpoint could not be written: "
+            f"{ckpt.last_error}"
         )
+        LOG.error("%s", reason)
+        progress.final("failed", EXIT_SAVE, reason)
         return EXIT_SAVE
     LOG.info("finished %d steps; final checkpoint %s", step, committed.name)
+    progress.final("finished", EXIT_OK, f"finished {step} steps; final checkpoint {committed.name}")
     return EXIT_OK
+
+
+def _stop_reason(ckpt: CheckpointManager, stop: StopSignals, step: int) -> str:
+    commit = ckpt.last_commit
+    if commit is not None and commit.step == step:
+        return f"stopped by {stop.name} at step {step}; final checkpoint {commit.name}"
+    resume = f"the next start resumes from {commit.name}" if commit else "no checkpoint yet"
+    return f"stopped by {stop.name} at step {step} without a final checkpoint; {resume}"
 
 
 def final_checkpoint(
@@ -473,6 +517,7 @@ def final_checkpoint(
     loss: float | None,
     stop: StopSignals,
     budget: float,
+    progress: Progress,
 ) -> None:
     remaining = stop.remaining(budget)
     if remaining <= 0:
@@ -480,8 +525,9 @@ def final_checkpoint(
             "stop budget of %.0fs already used up; exiting without a final checkpoint",
             budget,
         )
+        ckpt.abandon()  # a save still in flight must not commit behind the final status
         return
-    timer = threading.Timer(remaining, _budget_exhausted, args=(budget,))
+    timer = threading.Timer(remaining, _budget_exhausted, args=(budget, ckpt, stop, progress))
     timer.daemon = True
     timer.start()
     try:
@@ -490,12 +536,16 @@ def final_checkpoint(
         timer.cancel()
 
 
-def _budget_exhausted(budget: float) -> None:
+def _budget_exhausted(
+    budget: float, ckpt: CheckpointManager, stop: StopSignals, progress: Progress
+) -> None:
     LOG.warning(
         "stop budget of %.0fs ran out before the final checkpoint was committed; exiting now "
         "(the next start resumes from the previous checkpoint)",
         budget,
     )
+    ckpt.abandon()  # after this nothing commits, so the status names what is on disk
+    progress.final("stopped", EXIT_OK, _stop_reason(ckpt, stop, progress.step), attempts=1)
     logging.shutdown()
     os._exit(EXIT_OK)
 
@@ -571,23 +621,47 @@ def run_job(args: argparse.Namespace, job: DistributedJob | None) -> int:
     )
     try:
         with stop, ckpt:
-            return train(args, run, ckpt, stop, job)
+            progress = Progress(args, ckpt)
+            try:
+                return train(args, run, ckpt, stop, progress, job)
+            except BaseException as exc:
+                return _failed(exc, ckpt, progress)
+            finally:
+                progress.file.release()
     except CheckpointLockedError as exc:
-        return _fail(EXIT_LOCKED, exc)
-    except ConfigMismatchError as exc:
-        return _fail(EXIT_CONFIG, exc)
-    except NoValidCheckpointError as exc:
-        return _fail(EXIT_NO_VALID, exc)
-    except UnsafeCheckpointError as exc:
-        return _fail(EXIT_UNSAFE, exc)
-    except CheckpointWriteError as exc:
-        return _fail(EXIT_SAVE, exc)
-    except CheckpointError as exc:
-        return _fail(EXIT_OTHER, exc)
+        LOG.error("%s", exc)  # the status file belongs to the trainer that holds the lock
+        return EXIT_LOCKED
 
 
-def _fail(code: int, exc: Exception) -> int:
+def _exit_code(exc: BaseException) -> int | None:
+    """The documented exit code of a checkpoint error; None for anything unexpected."""
+    for kind, code in (
+        (ConfigMismatchError, EXIT_CONFIG),
+        (NoValidCheckpointError, EXIT_NO_VALID),
+        (UnsafeCheckpointError, EXIT_UNSAFE),
+        (CheckpointWriteError, EXIT_SAVE),
+        (CheckpointError, EXIT_OTHER),
+    ):
+        if isinstance(exc, kind):
+            return code
+    return None
+
+
+def _failed(exc: BaseException, ckpt: CheckpointManager, progress: Progress) -> int:
+    """Write the final ``failed`` status; return the exit code or re-raise the unexpected."""
+    code = _exit_code(exc)
+    try:
+        ckpt.wait()  # a save still in flight commits first, so the status names it
+    except CheckpointError as late:
+        LOG.error("%s", late)
+    if code is None:
+        if isinstance(exc, SystemExit) and exc.code in (0, None):
+            raise exc
+        exit_code = exc.code if isinstance(exc, SystemExit) and isinstance(exc.code, int) else 1
+        progress.final("failed", exit_code, f"{type(exc).__name__}: {exc}")
+        raise exc
     LOG.error("%s", exc)
+    progress.final("failed", code, str(exc))
     return code
 
 

@@ -173,6 +173,7 @@ def _corrupt_shard_on_one_rank_makes_every_rank_fall_back(
     assert len(falling) == 2, again.stdout  # said by both ranks
     assert all(reason.startswith("rank 1: __1_0.distcp: crc32 mismatch") for reason in falling)
     assert again.stdout.count(f"resumed from checkpoint {previous}") == 2, again.stdout
+    assert len(list(killed.glob(f"quarantine-step-{STEPS:06d}-*"))) == 1  # moved aside once
     # Both ranks redid the last interval from the same step: the result is the twin's again.
     assert_bitwise_equal(expected, final_state(killed, "sharded", tmp_path), "redone")
 

@@ -218,7 +218,7 @@ def test_a_failed_save_deletes_nothing(tmp_path: Path, monkeypatch: pytest.Monke
         ckpt.save(1)
         ckpt.save(2)
 
-        def broken_disk(path: str, payload: dict, algorithm: str) -> dict:
+        def broken_disk(path: str, payload: dict, *_args: object) -> dict:
             Path(path).write_bytes(b"partial")
             raise OSError(errno.EIO, "Input/output error")
 
@@ -238,7 +238,7 @@ def test_injected_enospc_is_reported_and_stops_when_asked(
     with manager(tmp_path, objects, on_error="stop") as ckpt:
         ckpt.save(1)
 
-        def full_disk(path: str, payload: dict, algorithm: str) -> dict:
+        def full_disk(path: str, payload: dict, *_args: object) -> dict:
             Path(path).write_bytes(b"partial")
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 

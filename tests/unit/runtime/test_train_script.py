@@ -78,9 +78,15 @@ def test_stop_signal_writes_a_checkpoint_at_the_current_step_and_exits_zero(
     assert sorted(p.name for p in ckpt.glob("step-*")) == [f"step-{step:06d}"]
     status = json.loads((ckpt / "status.json").read_text())
     assert (status["state"], status["step"], status["last_checkpoint"]["step"]) == (
-        "stopping",
+        "stopped",
         step,
         step,
+    )
+    assert status["exit_code"] == 0
+    stopped_by = signal.Signals(signum).name
+    assert (
+        status["reason"]
+        == f"stopped by {stopped_by} at step {step}; final checkpoint step-{step:06d}"
     )
 
     resumed = run_train(ckpt, "--steps", step + 3, "--checkpoint-interval", 100000)
@@ -110,6 +116,9 @@ def test_stop_budget_bounds_the_exit_even_when_the_final_save_is_slow(tmp_path: 
     assert child.proc.returncode == 0, output
     assert "stop budget of 1s ran out before the final checkpoint was committed" in output
     assert sorted(p.name for p in ckpt.glob("step-*")) == ["step-000005"]
+    status = json.loads((ckpt / "status.json").read_text())
+    assert (status["state"], status["exit_code"]) == ("stopped", 0)
+    assert status["last_checkpoint"]["name"] == "step-000005", "what is on disk"
 
 
 def test_corrupt_newest_checkpoint_falls_back_and_says_so(tmp_path: Path) -> None:

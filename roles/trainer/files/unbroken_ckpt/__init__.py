@@ -22,6 +22,18 @@ Usage::
                 ckpt.save(step, extras={...})     # async: copies to CPU, writes in background
         ckpt.save(step, blocking=True)            # final / on signal
 
+Under torchrun (DDP or FSDP2) use the rank-aware managers of ``unbroken_ckpt.distributed``
+with the same calls, made on every rank::
+
+    job = DistributedJob.from_env("cuda", timeout=300)   # init_process_group, bounded collectives
+    ckpt = ReplicatedCheckpointManager(job, "/ckpt", objects, config=run_config)   # DDP
+    # FSDP2: ShardedCheckpointManager(job, "/ckpt", {"model": ModelOptimizerState(model, opt),
+    #                                                 "data": sampler}, config=run_config)
+    ...same loop, with ``while ... and not job.agree_stop(stop.requested)``...
+
+The resume step is the newest that verifies on every rank; sharded state is written by
+``torch.distributed.checkpoint`` with this library's manifest on top (see that module).
+
 ``CheckpointManager(..., overlap_copy=True)`` moves the copy of the parameters and the
 optimizer state out of ``save()``: the writer thread copies them while the next forward
 and backward run, and the optimizer's ``step()`` waits for it.  Use it when only
@@ -44,7 +56,9 @@ key                type           meaning
 ================== ============== ===========================================================
 schema             str            always ``"unbroken.training/status"``
 version            int            schema version, ``1``
-state              str            ``starting``/``training``/``stopping``/``finished``/``failed``
+state              str            ``starting``/``training``/``stopping`` while the process runs;
+                                  terminal (its last write): ``stopped`` (graceful stop by a
+                                  signal), ``finished``, ``failed``
 step               int            optimizer steps completed
 total_steps        int or null    steps the run is configured for
 epoch              int or null    current data epoch
@@ -53,6 +67,10 @@ samples_per_second float or null  throughput since the previous status write
 last_checkpoint    object or null ``{"name", "step", "created" (unix s), "size_bytes", "seconds"}``
 checkpoint_error   str or null    message of the latest failed save (cleared by the next success)
 resumed_from       object or null ``{"name", "step", "skipped": [[name, reason], ...]}``
+exit_code          int or null    the process's exit code in a terminal state; null while running
+reason             str or null    one line saying why it ended (terminal states); null while running
+quarantined        list           checkpoints moved aside as invalid or unsafe, newest first:
+                                  ``[{"name": "quarantine-step-...", "step", "reason"}]``
 pid                int            trainer process id (inside its PID namespace)
 hostname           str            host (container) name
 started_at         float          unix time the process started
@@ -62,6 +80,8 @@ extra              object         script-specific additions
 ================== ============== ===========================================================
 
 A missing or unparsable file means "no heartbeat yet"; readers use ``read_status``.
+A status write that fails (e.g. a full disk) never stops training: the old file stays
+and the next write retries; the final write uses space set aside at the start.
 """
 
 from __future__ import annotations
@@ -87,15 +107,17 @@ from .errors import (
 from .manager import LIBRARY_VERSION, CheckpointManager, Restored, load_state_file
 from .sampler import ResumableBatchSampler
 from .signals import StopSignals, parse_signal
-from .status import STATUS_SCHEMA, STATUS_VERSION, StatusFile, read_status
+from .status import STATES, STATUS_SCHEMA, STATUS_VERSION, TERMINAL_STATES, StatusFile, read_status
 from .storage import Commit
 
 __version__ = LIBRARY_VERSION
 
 __all__ = [
     "LAYOUTS",
+    "STATES",
     "STATUS_SCHEMA",
     "STATUS_VERSION",
+    "TERMINAL_STATES",
     "CheckpointError",
     "CheckpointLockedError",
     "CheckpointManager",

@@ -295,6 +295,7 @@ class _RankAware(CheckpointManager):
 
     def restore(self) -> Restored | None:
         best, skipped = self._agree()
+        self.rejected = list(skipped)
         if best is None:
             for name, reason in skipped:
                 LOG.warning(
@@ -306,11 +307,13 @@ class _RankAware(CheckpointManager):
                     "every rank; refusing to start from step 0 over them: move them away or "
                     "allow a fresh start (allow_fresh_start / --allow-fresh-start)"
                 )
+            self._quarantine_agreed(skipped)
             return None
         for name, reason in skipped:
             LOG.warning(
                 "checkpoint %s is invalid (%s); falling back to %s", name, reason, best.name
             )
+        moved = self._quarantine_agreed(skipped)
         error: BaseException | None = None
         restored: Restored | None = None
         try:
@@ -325,6 +328,7 @@ class _RankAware(CheckpointManager):
             raise CheckpointError(f"rank {rank} could not load checkpoint {best.name}: {message}")
         assert restored is not None
         restored.skipped = skipped
+        restored.quarantined = moved
         manifest = best.manifest or {}
         self.last_commit = storage.Commit(
             best.name, best.step, best.path, best.size, 0.0, manifest.get("created", 0.0)
@@ -334,6 +338,18 @@ class _RankAware(CheckpointManager):
 
     def _load(self, best: fmt.CheckpointStatus) -> Restored:
         raise NotImplementedError
+
+    def _quarantine_agreed(self, skipped: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        """Move aside what every rank agreed to pass over: its directory's writer does it,
+        after all ranks are done reading those checkpoints (the agreement was a collective)."""
+        if not self.is_writer:
+            return []
+        passed = []
+        for name, reason in skipped:
+            path = os.path.join(self.directory, name)
+            if os.path.isdir(path):
+                passed.append((fmt.CheckpointStatus(name, fmt.parse_step(name) or 0, path), reason))
+        return self._quarantine(passed)
 
     def _agreed_commit(self, mine: storage.Commit | None, error: str) -> storage.Commit | None:
         """Every rank's view of a save: the commit only if every writer committed."""
@@ -505,13 +521,14 @@ class ShardedCheckpointManager(_RankAware):
         # faster than the writer's own staging (benchmarks/README.md).
         job = _Job(step, threading.current_thread())
         started = time.monotonic()
+        if not self._register(job):
+            return None
         if sync:
             try:
                 dcp_save(state, checkpoint_id=tmp, process_group=self.job.io)
             except Exception as exc:  # DCP raises on every rank when any rank failed
                 job.error = exc
             self._commit(job, tmp, epoch, started)
-            self._job = job
             return self.wait()
         future = async_save(state, checkpoint_id=tmp, process_group=self.job.io)
         job.thread = threading.Thread(
@@ -520,7 +537,6 @@ class ShardedCheckpointManager(_RankAware):
             name=f"unbroken-ckpt-dcp-{step}",
         )
         job.thread.start()
-        self._job = job
         return None
 
     def _finish_async(
@@ -551,7 +567,7 @@ class ShardedCheckpointManager(_RankAware):
         errors = [e for _files, e in gathered if e]
         outcome: Any = None
         if self.is_writer:
-            outcome = self._write_manifest(job.step, tmp, gathered, errors, epoch, started)
+            outcome = self._write_manifest(job, tmp, gathered, errors, epoch, started)
         outcome = self.job.gather(outcome, group=self.job.io)[0]
         if isinstance(outcome, storage.Commit):
             job.commit = outcome
@@ -564,13 +580,14 @@ class ShardedCheckpointManager(_RankAware):
 
     def _write_manifest(
         self,
-        step: int,
+        job: _Job,
         tmp: str,
         gathered: list[tuple[dict[str, Any], str]],
         errors: list[str],
         epoch: int | None,
         started: float,
     ) -> storage.Commit | str:
+        step = job.step
         name = fmt.checkpoint_name(step)
         try:
             if errors:
@@ -602,14 +619,18 @@ class ShardedCheckpointManager(_RankAware):
             fmt.write_manifest(tmp, manifest)
             fmt.fsync_dir(tmp)
             if self.pause_before_commit > 0:
-                time.sleep(self.pause_before_commit)
-            final = storage._commit(self.directory, tmp, name)
+                job.cancel.sleep(self.pause_before_commit, name)
+            size = sum(int(entry["size"]) for entry in files.values())
+            with job.cancel.committing(name):  # abandon() (stop budget over) excludes this
+                final = storage._commit(self.directory, tmp, name)
+                job.cancel.commit = storage.Commit(
+                    name, step, final, size, time.monotonic() - started, created
+                )
             storage.rotate(self.directory, step, self.keep, self.milestone_every)
         except Exception as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             return _first_line(exc)
-        size = sum(int(entry["size"]) for entry in files.values())
-        return storage.Commit(name, step, final, size, time.monotonic() - started, created)
+        return job.cancel.commit
 
     def _writer_info(self) -> dict[str, Any]:
         info = super()._writer_info()

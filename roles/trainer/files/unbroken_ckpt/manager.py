@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -49,6 +50,7 @@ class Restored:
     extras: dict[str, Any]
     path: str
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    quarantined: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -57,6 +59,7 @@ class _Job:
     thread: threading.Thread
     commit: storage.Commit | None = None
     error: BaseException | None = None
+    cancel: storage.Cancel = field(default_factory=storage.Cancel)
 
 
 class CheckpointManager:
@@ -77,6 +80,19 @@ class CheckpointManager:
     place between a save and the next step; tensors on a GPU are always copied in
     ``save()``.  ``last_copy_wait`` is how long the optimizer step after the last save
     waited for the copy (0 when it did not wait).
+
+    Quarantine: ``restore`` renames every checkpoint it passes over (it fails
+    verification, or its hashes verify but ``torch.load(weights_only=True)`` refuses its
+    pickle) to ``quarantine-step-<N>-<UTC time>`` with a ``QUARANTINE.json`` saying why,
+    so it is never tried again, never counts toward ``keep`` and is kept for inspection;
+    ``quarantined`` lists those on disk (newest first).  It does so only when it has
+    something to resume from instead, or ``allow_fresh_start`` says to start over: when
+    nothing else verifies it raises and moves nothing, so a restart cannot silently train
+    from step 0 over a run that a person may still rescue.  An unsafe pickle is treated
+    like corruption rather than stopping the job for good, because it is never loaded
+    either way, an older checkpoint is the best state left, and a person can inspect the
+    kept file (the status and the log say loudly what happened); with nothing to fall back
+    to it still fails (``UnsafeCheckpointError``), naming the command that moves it aside.
     """
 
     def __init__(
@@ -126,6 +142,8 @@ class CheckpointManager:
         self.hash_algorithm = hash_algorithm
         self.last_commit: storage.Commit | None = None
         self.last_error: str | None = None
+        self.quarantined: list[dict[str, Any]] = []
+        self.rejected: list[tuple[str, str]] = []
         self.failures = 0
         self._lock = storage.DirectoryLock(self.directory)
         self._buffers = SnapshotBuffers(pin_memory=True)
@@ -133,6 +151,8 @@ class CheckpointManager:
         self.overlap_copy = overlap_copy
         self.last_copy_wait = 0.0
         self._copied = threading.Event()
+        self._abandoned = False
+        self._registry = threading.Lock()  # orders abandon() against starting a save
         self._copied.set()
         self._hooks: list[Any] = []
 
@@ -142,12 +162,32 @@ class CheckpointManager:
         os.makedirs(self.directory, exist_ok=True)
         self._lock.acquire()
         storage.cleanup_incomplete(self.directory)
+        self.quarantined = fmt.list_quarantined(self.directory)
         if self.overlap_copy and self.async_save and not self._hooks:
             self._hooks = [
                 optimizer.register_step_pre_hook(self._before_optimizer_step)
                 for optimizer in self._optimizers()
             ]
         return self
+
+    def abandon(self) -> storage.Commit | None:
+        """Give up the save in flight without waiting for it; return ``last_commit``.
+
+        The save stops at its next write (or at its commit point) and removes its partial
+        write; if it had already committed, that commit becomes ``last_commit``.  Either
+        way ``last_commit`` then names the newest checkpoint on disk.  For a stop whose
+        time is up; ``close`` then has nothing to wait for.
+        """
+        with self._registry:
+            self._abandoned = True
+            job, self._job = self._job, None
+        if job is None:
+            return self.last_commit
+        if job.cancel.cancel():
+            LOG.warning("abandoned the checkpoint of step %d before its commit", job.step)
+        elif job.cancel.commit is not None:
+            self.last_commit = job.cancel.commit  # committed before time ran out
+        return self.last_commit
 
     def close(self) -> None:
         """Wait for an in-flight save, then release the lock."""
@@ -170,31 +210,60 @@ class CheckpointManager:
     def restore(self) -> Restored | None:
         """Load the newest checkpoint that verifies into the registered objects.
 
-        Returns None when the directory holds no checkpoint at all.
+        Returns None when the directory holds no checkpoint at all, or when none verifies
+        and ``allow_fresh_start`` is set (``rejected`` then says which ones were passed over).
+        Checkpoints passed over are quarantined (see the class docstring).
         """
-        best, invalid = fmt.find_newest_valid(self.directory, full=True, accept=self._check_config)
-        if best is None:
-            for status in invalid:
-                LOG.warning(
-                    "checkpoint %s is invalid (%s); no older valid checkpoint",
-                    status.name,
-                    status.reason(),
-                )
-            if invalid and not self.allow_fresh_start:
-                raise NoValidCheckpointError(
-                    f"{len(invalid)} checkpoint(s) in {self.directory} but none verifies; refusing "
-                    "to start from step 0 over them: move them away or allow a fresh start "
-                    "(allow_fresh_start / --allow-fresh-start)"
-                )
-            return None
-        for status in invalid:
+        passed: list[tuple[fmt.CheckpointStatus, str]] = []
+        unsafe: UnsafeCheckpointError | None = None
+        for _step, name in fmt.list_checkpoints(self.directory):
+            status = fmt.inspect_checkpoint(self.directory, name, full=True)
+            if not status.valid:
+                passed.append((status, status.reason()))
+                continue
+            self._check_config(status)
+            try:
+                payload = load_state_file(os.path.join(status.path, storage.STATE_FILE))
+            except UnsafeCheckpointError as exc:
+                LOG.error("checkpoint %s verifies but is unsafe to load: %s", name, exc)
+                unsafe = unsafe or exc
+                passed.append((status, f"unsafe to load: {exc}"))
+                continue
+            return self._resume(status, payload, passed)
+        self.rejected = [(status.name, reason) for status, reason in passed]
+        for status, reason in passed:
             LOG.warning(
-                "checkpoint %s is invalid (%s); falling back to %s",
-                status.name,
-                status.reason(),
-                best.name,
+                "checkpoint %s is invalid (%s); no older valid checkpoint", status.name, reason
             )
-        payload = load_state_file(os.path.join(best.path, storage.STATE_FILE))
+        if passed and not self.allow_fresh_start:
+            where = os.path.join(self.directory, passed[0][0].name)
+            aside = os.path.join(self.directory, fmt.quarantine_name(passed[0][0].step))
+            if unsafe is not None:
+                raise UnsafeCheckpointError(
+                    f"{unsafe}; no other checkpoint verifies, so the job cannot resume: inspect "
+                    f"it, then move it aside (mv {where} {aside}) to resume from an older one "
+                    "or start fresh"
+                )
+            raise NoValidCheckpointError(
+                f"{len(passed)} checkpoint(s) in {self.directory} but none verifies; refusing "
+                "to start from step 0 over them: move them away or allow a fresh start "
+                "(allow_fresh_start / --allow-fresh-start)"
+            )
+        self._quarantine(passed)
+        return None
+
+    def _resume(
+        self,
+        best: fmt.CheckpointStatus,
+        payload: dict[str, Any],
+        passed: list[tuple[fmt.CheckpointStatus, str]],
+    ) -> Restored:
+        self.rejected = [(status.name, reason) for status, reason in passed]
+        for status, reason in passed:
+            LOG.warning(
+                "checkpoint %s is invalid (%s); falling back to %s", status.name, reason, best.name
+            )
+        moved = self._quarantine(passed)
         self._apply(payload, best.name)
         manifest = best.manifest or {}
         self.last_commit = storage.Commit(
@@ -212,8 +281,46 @@ class CheckpointManager:
             epoch=payload.get("epoch"),
             extras=payload.get("extras") or {},
             path=best.path,
-            skipped=[(s.name, s.reason()) for s in invalid],
+            skipped=list(self.rejected),
+            quarantined=moved,
         )
+
+    def _quarantine(self, passed: list[tuple[fmt.CheckpointStatus, str]]) -> list[dict[str, Any]]:
+        """Move passed-over checkpoints aside (a rename: nothing is lost, nothing to load)."""
+        moved = []
+        for status, reason in passed:
+            base = fmt.quarantine_name(status.step)
+            target = base
+            suffix = 0
+            while os.path.lexists(os.path.join(self.directory, target)):
+                suffix += 1
+                target = f"{base}-{suffix}"
+            try:
+                os.rename(status.path, os.path.join(self.directory, target))
+            except OSError as exc:
+                LOG.error("could not move invalid checkpoint %s aside: %s", status.name, exc)
+                continue
+            with contextlib.suppress(OSError):  # a note for people; on a full disk it may fail
+                fmt.write_quarantine_note(
+                    os.path.join(self.directory, target),
+                    {"name": status.name, "step": status.step, "reason": reason, "at": time.time()},
+                )
+            LOG.warning(
+                "moved checkpoint %s aside as %s (kept for inspection, never loaded, not counted "
+                "toward keep)",
+                status.name,
+                target,
+            )
+            moved.append({"name": target, "step": status.step, "reason": reason})
+        if moved:
+            with contextlib.suppress(OSError):
+                fmt.fsync_dir(self.directory)
+            known = {item["name"]: item["reason"] for item in moved}
+            self.quarantined = [
+                dict(item, reason=known.get(item["name"], item["reason"]))
+                for item in fmt.list_quarantined(self.directory)
+            ]
+        return moved
 
     def _check_config(self, status: fmt.CheckpointStatus) -> None:
         manifest = status.manifest or {}
@@ -274,9 +381,10 @@ class CheckpointManager:
         nbytes = tensor_bytes(payload)
         if not (self.async_save if blocking is None else not blocking):
             job = _Job(step, threading.current_thread())
+            if not self._register(job):  # abandon() from a stop timer must find it
+                return None
             self._write(job, payload, nbytes, epoch)
-            self._job = job
-            return self.wait()
+            return self.wait()  # None when abandoned meanwhile
         if self._hooks:
             self.last_copy_wait = 0.0
             guarded = self._guarded_storages()
@@ -292,15 +400,25 @@ class CheckpointManager:
             args=(job, pending, snapshot, nbytes, epoch),
             name=f"unbroken-ckpt-writer-{step}",
         )
+        if not self._register(job):
+            return None
         if pending:
             self._copied.clear()
         try:
             job.thread.start()
         except BaseException:
             self._copied.set()  # no thread will copy: the optimizer must not wait for it
+            self._job = None
             raise
-        self._job = job
         return None
+
+    def _register(self, job: _Job) -> bool:
+        with self._registry:
+            if self._abandoned:
+                LOG.warning("not saving step %d: saving was abandoned (stop)", job.step)
+                return False
+            self._job = job
+            return True
 
     # -- overlapped copy -----------------------------------------------------------
     def _optimizers(self) -> list[torch.optim.Optimizer]:
@@ -366,6 +484,7 @@ class CheckpointManager:
                 self._writer_info(),
                 pause_before_commit=self.pause_before_commit,
                 algorithm=self.hash_algorithm,
+                cancel=job.cancel,
             )
             deleted = storage.rotate(self.directory, job.step, self.keep, self.milestone_every)
             if deleted:
@@ -394,11 +513,15 @@ class CheckpointManager:
 
     def wait(self) -> storage.Commit | None:
         """Wait for the in-flight save; return its commit, None if it failed or none ran."""
-        job, self._job = self._job, None
+        job = self._job
         if job is None:
             return None
         if job.thread is not threading.current_thread():
             job.thread.join()
+        with self._registry:
+            if self._job is not job:
+                return None  # abandoned meanwhile: abandon() reported what is on disk
+            self._job = None
         if job.error is not None:
             self._failed(job.error)
             return None

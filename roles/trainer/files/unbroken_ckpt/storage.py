@@ -28,8 +28,9 @@ import logging
 import os
 import shutil
 import socket
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -129,6 +130,47 @@ def check_free_space(directory: str, needed: int) -> None:
         )
 
 
+class Cancel:
+    """Lets another thread abandon a write before its commit point, or learn it is too late.
+
+    The commit (rename and directory fsync) and ``cancel`` exclude each other, so once
+    ``cancel`` returns True the checkpoint will never appear, and when it returns False it
+    has already been committed: a status written afterwards can say which one is on disk.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._event = threading.Event()
+        self.committed = False
+        self.commit: Commit | None = None  # set at the commit point, before rotation
+
+    def cancel(self) -> bool:
+        with self._lock:
+            if self.committed:
+                return False
+            self._event.set()
+            return True
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def check(self, name: str) -> None:
+        if self._event.is_set():
+            raise CheckpointWriteError(f"checkpoint {name} was abandoned before its commit")
+
+    def sleep(self, seconds: float, name: str) -> None:
+        self._event.wait(seconds)
+        self.check(name)
+
+    @contextlib.contextmanager
+    def committing(self, name: str) -> Iterator[None]:
+        with self._lock:
+            self.check(name)
+            yield
+            self.committed = True
+
+
 @dataclass
 class Commit:
     """A checkpoint that was committed."""
@@ -151,15 +193,17 @@ def write_checkpoint(
     writer: dict[str, Any],
     pause_before_commit: float = 0.0,
     algorithm: str = fmt.HASH_ALGORITHM,
+    cancel: Cancel | None = None,
 ) -> Commit:
     """Write ``payload`` as checkpoint ``step`` following the commit protocol above."""
     started = time.monotonic()
     name = fmt.checkpoint_name(step)
+    cancel = cancel or Cancel()
     check_free_space(directory, payload_bytes)
     tmp = _scratch_path(directory, fmt.TMP_PREFIX, name)
     try:
         os.mkdir(tmp, 0o755)
-        entry = _write_state(os.path.join(tmp, STATE_FILE), payload, algorithm)
+        entry = _write_state(os.path.join(tmp, STATE_FILE), payload, algorithm, cancel, name)
         created = time.time()
         manifest = fmt.build_manifest(
             step,
@@ -173,8 +217,12 @@ def write_checkpoint(
         fmt.write_manifest(tmp, manifest)
         fmt.fsync_dir(tmp)
         if pause_before_commit > 0:
-            time.sleep(pause_before_commit)
-        final = _commit(directory, tmp, name)
+            cancel.sleep(pause_before_commit, name)
+        with cancel.committing(name):
+            final = _commit(directory, tmp, name)
+            cancel.commit = Commit(
+                name, step, final, entry["size"], time.monotonic() - started, created
+            )
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(exc, OSError):
@@ -185,7 +233,8 @@ def write_checkpoint(
                 "write was removed and older checkpoints are intact"
             ) from exc
         raise
-    return Commit(name, step, final, entry["size"], time.monotonic() - started, created)
+    assert cancel.commit is not None  # set inside the commit block above
+    return cancel.commit
 
 
 def _scratch_path(directory: str, prefix: str, name: str) -> str:
@@ -220,9 +269,13 @@ class _HashingFile(io.RawIOBase):
     file durable and reports any write error.
     """
 
-    def __init__(self, path: str, pool: ThreadPoolExecutor, algorithm: str) -> None:
+    def __init__(
+        self, path: str, pool: ThreadPoolExecutor, algorithm: str, cancel: Cancel, name: str
+    ) -> None:
         super().__init__()
         self._algorithm = algorithm
+        self._cancel = cancel
+        self._name = name
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         self._pool = pool
         self._hashes: list[Any] = []
@@ -237,6 +290,7 @@ class _HashingFile(io.RawIOBase):
         return self._fd
 
     def write(self, data: Any) -> int:
+        self._cancel.check(self._name)  # an abandoned save stops at its next write
         view = memoryview(data).cast("B")
         pieces = self._pieces(view)
         if len(view) < _INLINE_HASH_BELOW:
@@ -309,15 +363,18 @@ def _without_zip_crc32() -> contextlib.AbstractContextManager[Any]:
     return config.patch("save.compute_crc32", False)
 
 
-def _write_state(path: str, payload: dict[str, Any], algorithm: str) -> dict[str, Any]:
+def _write_state(
+    path: str, payload: dict[str, Any], algorithm: str, cancel: Cancel, name: str
+) -> dict[str, Any]:
     with ThreadPoolExecutor(max_workers=fmt.default_threads()) as pool, _without_zip_crc32():
-        raw = _HashingFile(path, pool, algorithm)
+        raw = _HashingFile(path, pool, algorithm, cancel, name)
         try:
             with io.BufferedWriter(raw, buffer_size=1 << 20) as handle:
                 torch.save(payload, handle)
                 handle.flush()
                 os.fsync(raw.fileno())
         except Exception as exc:
+            cancel.check(name)  # torch reports the abandoning write as "unexpected pos"
             if raw.error is not None and exc is not raw.error:
                 raise raw.error from None
             raise

@@ -118,7 +118,10 @@ def test_flipped_bit_needs_hashing_to_be_found(
     assert newest["latest_name"] == "step-000200" and newest["latest"]["verified"]
     assert newest["corrupt"] == ["step-000300"]
     problem = newest["checkpoints"][0]["problems"][0]
-    assert problem.startswith("state.pt: crc32 mismatch in 1 of 6 segment(s), first at byte 2048")
+    # The flip at byte 3000 lies in the third 1024-byte segment: the range is named.
+    assert problem == (
+        "state.pt: crc32 mismatch in 1 of 6 segment(s): segment 2 (bytes 2048-3071) (corrupted)"
+    )
     assert newest["checkpoints"][2]["verified"] is False  # older ones only size-checked
 
     every = run(monkeypatch, path=str(ckpt_dir), verify="all")
@@ -159,6 +162,30 @@ def test_unfinished_writes_are_listed(monkeypatch: pytest.MonkeyPatch, ckpt_dir:
     result = run(monkeypatch, path=str(ckpt_dir))
     assert result["incomplete"] == [".tmp-step-000400-12-1", ".trash-step-000100-12-2"]
     assert result["latest_name"] == "step-000300"
+
+
+def test_quarantined_checkpoints_are_listed_apart_and_never_chosen(
+    monkeypatch: pytest.MonkeyPatch, ckpt_dir: Path
+) -> None:
+    # What the trainer leaves after moving a corrupt newest checkpoint aside.
+    flip_bit(ckpt_dir / "step-000300" / "state.pt")
+    aside = ckpt_dir / "quarantine-step-000300-20261207T044033Z"
+    (ckpt_dir / "step-000300").rename(aside)
+    fmt.write_quarantine_note(str(aside), {"name": "step-000300", "reason": "state.pt: crc32"})
+    older = ckpt_dir / "quarantine-step-000250-20261206T000000Z"
+    make_checkpoint(ckpt_dir, 250, b"x" * 10).rename(older)  # no note: reason unknown
+    result = run(monkeypatch, path=str(ckpt_dir), verify="all")
+    assert result["latest_name"] == "step-000200" and result["corrupt"] == []
+    assert [c["name"] for c in result["checkpoints"]] == ["step-000200", "step-000100"]
+    assert result["quarantined"] == [
+        {"name": aside.name, "step": 300, "reason": "state.pt: crc32"},
+        {
+            "name": older.name,
+            "step": 250,
+            "reason": "unknown (QUARANTINE.json is missing or unreadable)",
+        },
+    ]
+    assert run(monkeypatch, path=str(ckpt_dir / "missing"))["quarantined"] == []
 
 
 def test_check_mode_reports_the_same_and_changes_nothing(
