@@ -53,7 +53,6 @@ os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuB
 
 import torch
 from torch import nn
-from torch.distributed.fsdp import fully_shard
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from unbroken_ckpt import (
@@ -297,6 +296,10 @@ def build(args: argparse.Namespace, job: DistributedJob | None = None) -> Run:
     if job is not None:
         torch.manual_seed(args.seed + 1 + rank)  # each rank's own dropout masks
         if args.mode == "sharded":
+            # Imported only here: torch < 2.6 has no public fully_shard, and single-process
+            # and DDP runs must not need it.
+            from torch.distributed.fsdp import fully_shard  # noqa: PLC0415
+
             fully_shard(model)
         else:
             model = nn.parallel.DistributedDataParallel(
