@@ -9,6 +9,7 @@ Real torchrun, real process groups, real SIGKILLs of a worker; torchrun restarts
 from __future__ import annotations
 
 import io
+import json
 import os
 import queue
 import random
@@ -209,3 +210,23 @@ def test_second_job_on_the_same_directory_is_refused_and_a_stop_is_coordinated(
     payload = load_payload(ckpt / f"step-{step:06d}" / "state.pt")
     assert payload["step"] == step
     assert len(payload["rng_ranks"]) == 2
+
+
+def test_sigterm_to_torchrun_gives_one_coordinated_final_checkpoint(tmp_path: Path) -> None:
+    """docker/systemd stop: torchrun forwards SIGTERM to every worker; one checkpoint results."""
+    ckpt = tmp_path / "ckpt"
+    job = Job(ckpt, "--steps", 100000, "--checkpoint-interval", 100000, *PACE)
+    try:
+        job.wait_for(r"step 5 loss")
+        job.signal(signal.SIGTERM)
+        output = job.finish()
+    finally:
+        job.stop()
+    steps = re.findall(r"received SIGTERM at step (\d+); writing a final checkpoint", output)
+    assert len(steps) == 2 and len(set(steps)) == 1, output
+    step = int(steps[0])
+    assert output.count(f"stopped at step {step} after SIGTERM") == 2, output
+    assert [p.name for p in ckpt.glob("step-*")] == [f"step-{step:06d}"]
+    status = json.loads((ckpt / "status.json").read_text())
+    assert (status["state"], status["step"], status["exit_code"]) == ("stopped", step, 0)
+    assert status["extra"] == {"world_size": 2, "mode": "ddp"}
