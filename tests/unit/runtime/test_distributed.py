@@ -230,3 +230,22 @@ def test_sigterm_to_torchrun_gives_one_coordinated_final_checkpoint(tmp_path: Pa
     status = json.loads((ckpt / "status.json").read_text())
     assert (status["state"], status["step"], status["exit_code"]) == ("stopped", step, 0)
     assert status["extra"] == {"world_size": 2, "mode": "ddp"}
+
+
+def test_sampler_gives_each_rank_its_own_slice_of_every_global_batch() -> None:
+    from unbroken_ckpt import ResumableBatchSampler
+
+    single = ResumableBatchSampler(64, 8, seed=5)
+    ranks = [ResumableBatchSampler(64, 4, seed=5, rank=r, world_size=2) for r in range(2)]
+    assert ranks[0].batches_per_epoch == single.batches_per_epoch == 8
+    for _ in range(20):  # into the third epoch
+        parts = [sampler.next_batch() for sampler in ranks]
+        assert parts[0] + parts[1] == single.next_batch()  # disjoint, the same global batch
+    assert ranks[0].state_dict() == ranks[1].state_dict()  # one rank's copy restores both
+    resumed = ResumableBatchSampler(64, 4, seed=5, rank=1, world_size=2)
+    resumed.load_state_dict(ranks[0].state_dict())
+    assert resumed.next_batch() == ranks[1].next_batch()
+    with pytest.raises(ValueError, match="world_size differs"):
+        ResumableBatchSampler(64, 4, seed=5).load_state_dict(ranks[0].state_dict())
+    with pytest.raises(ValueError, match="rank 2 of 2"):
+        ResumableBatchSampler(64, 4, seed=5, rank=2, world_size=2)
