@@ -68,7 +68,9 @@ SEGMENT_SIZE = 16 * 1024 * 1024
 _READ_CHUNK = 8 * 1024 * 1024
 _NAME_RE = re.compile(r"^step-(\d{6,})$")
 _QUARANTINE_RE = re.compile(r"^quarantine-step-(\d{6,})-([0-9TZ]+)(?:-\d+)?$")
-_FILE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# Plain names, plus the ones torch.distributed.checkpoint writes (``.metadata``,
+# ``__0_0.distcp``); never a path separator, ``.`` or ``..``.
+_FILE_NAME_RE = re.compile(r"^(?:[A-Za-z0-9_]|\.[A-Za-z0-9_])[A-Za-z0-9._-]*$")
 _HEX_RE = re.compile(r"^[0-9a-f]+$")
 
 

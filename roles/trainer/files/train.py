@@ -8,6 +8,13 @@ inputs get NumPy and Python-``random`` noise so every RNG the library restores m
 Runs on CUDA when available (``--device auto``), else on CPU.  Needs PyTorch and the
 ``unbroken_ckpt`` package next to this file (or on ``PYTHONPATH``).
 
+Started by torchrun (``WORLD_SIZE`` > 1) it is one job of N ranks with the same command
+line: ``gloo`` on CPU, ``nccl`` on CUDA, every collective bounded by
+``--collective-timeout``; ``--mode ddp`` (default) replicates the model with
+DistributedDataParallel, ``--mode sharded`` shards it with FSDP2 (``fully_shard``) and
+checkpoints through ``torch.distributed.checkpoint``.  Each rank reads its own slice of
+every global batch; rank 0 writes the status file.
+
 Log lines the trainer role's tests look for::
 
     resumed from checkpoint step-000120 (step 120)
@@ -49,19 +56,25 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from unbroken_ckpt import (
+    LAYOUTS,
     CheckpointError,
     CheckpointLockedError,
     CheckpointManager,
     CheckpointWriteError,
     ConfigMismatchError,
+    DistributedJob,
+    ModelOptimizerState,
     NoValidCheckpointError,
+    ReplicatedCheckpointManager,
     ResumableBatchSampler,
+    ShardedCheckpointManager,
     StatusFile,
     StopSignals,
     UnsafeCheckpointError,
     checkpoint_manifest,
     metrics,
     parse_signal,
+    world_from_env,
 )
 
 try:
@@ -156,6 +169,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="start from step 0 when checkpoints exist but none verifies",
     )
     add("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    add(
+        "--mode",
+        choices=("ddp", "sharded"),
+        default="ddp",
+        help="under torchrun: replicate the model (DDP) or shard it (FSDP2 fully_shard)",
+    )
+    add(
+        "--layout",
+        choices=LAYOUTS,
+        default="shared",
+        help="under torchrun: one checkpoint directory all ranks see, or one per node's disk "
+        "(replicated state only)",
+    )
+    add(
+        "--collective-timeout",
+        type=float,
+        default=300.0,
+        help="seconds any collective may wait for the other ranks before the job fails",
+    )
     add("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     add("--batch-size", type=int, default=32)
     add("--hidden", type=int, default=64, help="hidden width of the MLP")
@@ -187,6 +219,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ):
         if getattr(args, name) < 1:
             parser.error("--{} must be >= 1".format(name.replace("_", "-")))
+    if args.collective_timeout <= 0:
+        parser.error("--collective-timeout must be > 0")
+    if args.mode == "sharded" and args.layout != "shared":
+        parser.error(
+            "--mode sharded needs --layout shared (DCP shards must be readable by every rank)"
+        )
     try:
         args.stop_signal = parse_signal(args.stop_signal)
     except ValueError as exc:
@@ -220,7 +258,7 @@ class Run:
     amp: bool
     inputs: torch.Tensor
     targets: torch.Tensor
-    model: Net
+    model: Any  # Net, wrapped in DDP or sharded by fully_shard under torchrun
     optimizer: torch.optim.Optimizer
     scheduler: Any
     scaler: Any
@@ -231,14 +269,24 @@ class Run:
 FEATURES, OUTPUTS = 16, 4
 
 
-def build(args: argparse.Namespace) -> Run:
-    use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-    device = torch.device("cuda" if use_cuda else "cpu")
-    random.seed(args.seed)
+def use_cuda(args: argparse.Namespace) -> bool:
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda given but CUDA is not available")
+    return args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+
+
+def build(args: argparse.Namespace, job: DistributedJob | None = None) -> Run:
+    rank, world = (job.rank, job.world_size) if job else (0, 1)
+    cuda = use_cuda(args)
+    device = torch.device("cuda", job.local_rank if job else 0) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    # Every rank draws its own noise; the model's initialisation is the same everywhere.
+    random.seed(args.seed + rank)
     if np is not None:
-        np.random.seed(args.seed)
+        np.random.seed(args.seed + rank)
     torch.manual_seed(args.seed)
-    if use_cuda:
+    if cuda:
         torch.use_deterministic_algorithms(True, warn_only=True)
     data_gen = torch.Generator().manual_seed(args.seed)
     inputs = torch.randn(args.samples, FEATURES, generator=data_gen)
@@ -246,11 +294,25 @@ def build(args: argparse.Namespace) -> Run:
     targets = torch.tanh(inputs @ weights) + 0.05 * torch.randn(
         args.samples, OUTPUTS, generator=data_gen
     )
-    model = Net(FEATURES, args.hidden, OUTPUTS).to(device)
+    model: Any = Net(FEATURES, args.hidden, OUTPUTS).to(device)
+    if job is not None:
+        torch.manual_seed(args.seed + 1 + rank)  # each rank's own dropout masks
+        if args.mode == "sharded":
+            # Imported only here: torch < 2.6 has no public fully_shard, and single-process
+            # and DDP runs must not need it.
+            from torch.distributed.fsdp import fully_shard  # noqa: PLC0415
+
+            fully_shard(model)
+        else:
+            model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if cuda else None
+            )
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=50, gamma=0.9)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_cuda)
-    sampler = ResumableBatchSampler(args.samples, args.batch_size, seed=args.seed)
+    scaler = torch.amp.GradScaler("cuda", enabled=cuda)
+    sampler = ResumableBatchSampler(
+        args.samples, args.batch_size, seed=args.seed, rank=rank, world_size=world
+    )
     config = {
         "model": "mlp",
         "features": FEATURES,
@@ -260,12 +322,14 @@ def build(args: argparse.Namespace) -> Run:
         "batch_size": args.batch_size,
         "lr": args.lr,
         "seed": args.seed,
-        "amp": use_cuda,
-        "world_size": 1,
+        "amp": cuda,
+        "world_size": world,
     }
+    if job is not None:
+        config["mode"] = args.mode
     return Run(
         device,
-        use_cuda,
+        cuda,
         inputs.to(device),
         targets.to(device),
         model,
@@ -321,12 +385,26 @@ class Progress:
         self.epoch: int | None = None
         self.loss: float | None = None
         self.file = StatusFile(args.status_file or os.path.join(args.checkpoint_dir, "status.json"))
-        self.file.reserve()
+        # One status file per job: rank 0 writes it (the others would race on its name).
+        rank, world = world_from_env()[:2]
+        self.enabled = rank == 0
+        self.extra: dict[str, Any] = {"world_size": world, "mode": args.mode} if world > 1 else {}
+        if self.enabled:
+            self.file.reserve()
         self.metrics = metrics.open(os.path.dirname(self.file.path), checkpoints=ckpt)
         self._mark = (time.monotonic(), 0)
 
-    def write(self, state: str, step: int, epoch: int | None, loss: float | None) -> None:
+    def write(
+        self,
+        state: str,
+        step: int,
+        epoch: int | None,
+        loss: float | None,
+        lr: float | None = None,
+    ) -> None:
         self.step, self.epoch, self.loss = step, epoch, loss
+        if not self.enabled:
+            return
         now = time.monotonic()
         then, then_step = self._mark
         rate = (
@@ -337,13 +415,12 @@ class Progress:
         self._mark = (now, step)
         self.file.write(state, step, **self._fields(loss, rate))
         if loss is not None:
-            optimizer = self.ckpt.objects["optimizer"]
-            assert isinstance(optimizer, torch.optim.Optimizer)
-            lr = optimizer.param_groups[0]["lr"]
             self.metrics.log(step, loss=loss, lr=lr, samples_per_second=rate)
 
     def final(self, state: str, exit_code: int, reason: str, attempts: int = 3) -> None:
         """The process's last status: a terminal state, its exit code and why."""
+        if not self.enabled:
+            return
         self.file.write_final(
             attempts=attempts,
             state=state,
@@ -364,6 +441,7 @@ class Progress:
             "checkpoint_error": self.ckpt.last_error,
             "resumed_from": self.resumed,
             "quarantined": self.ckpt.quarantined,
+            "extra": self.extra,
         }
 
 
@@ -373,7 +451,12 @@ def train(
     ckpt: CheckpointManager,
     stop: StopSignals,
     progress: Progress,
+    job: DistributedJob | None = None,
 ) -> int:
+    def stop_requested() -> bool:
+        # Under torchrun every rank stops at the same step, whichever rank got the signal.
+        return job.agree_stop(stop.requested) if job is not None else stop.requested
+
     restored = ckpt.restore()
     step = 0
     if restored is None and ckpt.rejected:
@@ -396,7 +479,8 @@ def train(
     progress.metrics.start(step, restored=restored)
     progress.write("training", step, run.sampler.epoch, None)
     loss: float | None = None
-    while step < args.steps and not stop.requested:
+    stopping = False
+    while step < args.steps and not (stopping := stop_requested()):
         loss = train_step(run)
         step += 1
         if args.step_sleep > 0:
@@ -407,17 +491,19 @@ def train(
         if step % args.log_interval == 0:
             LOG.info("step %d loss %.6f lr %.3g", step, loss, run.scheduler.get_last_lr()[0])
         if step % args.status_interval == 0:
-            progress.write("training", step, run.sampler.epoch, loss)
-    if stop.requested:
+            progress.write(
+                "training", step, run.sampler.epoch, loss, run.scheduler.get_last_lr()[0]
+            )
+    if stopping:
         LOG.info(
             "received %s at step %d; writing a final checkpoint (stop budget %.0fs)",
-            stop.name,
+            stop.name or "a stop request on another rank",
             step,
             args.stop_budget,
         )
-        progress.write("stopping", step, run.sampler.epoch, loss)
+        progress.write("stopping", step, run.sampler.epoch, loss, run.scheduler.get_last_lr()[0])
         final_checkpoint(ckpt, step, run, loss, stop, args.stop_budget, progress)
-        LOG.info("stopped at step %d after %s", step, stop.name)
+        LOG.info("stopped at step %d after %s", step, stop.name or "a stop request")
         progress.final("stopped", EXIT_OK, _stop_reason(ckpt, stop, step), attempts=1)
         return EXIT_OK
     committed = ckpt.save(step, epoch=run.sampler.epoch, extras={"loss": loss}, blocking=True)
@@ -492,8 +578,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    run = build(args)
-    objects = {
+    job = None
+    if world_from_env()[1] > 1:
+        job = DistributedJob.from_env("cuda" if use_cuda(args) else "cpu", args.collective_timeout)
+        LOG.info(
+            "rank %d of %d (%s, %s, collective timeout %.0fs)",
+            job.rank,
+            job.world_size,
+            args.mode,
+            job.backend,
+            args.collective_timeout,
+        )
+    try:
+        return run_job(args, job)
+    finally:
+        if job is not None:
+            job.close()
+
+
+def run_job(args: argparse.Namespace, job: DistributedJob | None) -> int:
+    run = build(args, job)
+    objects: dict[str, Any] = {
         "model": run.model,
         "optimizer": run.optimizer,
         "scheduler": run.scheduler,
@@ -501,9 +606,20 @@ def main(argv: list[str] | None = None) -> int:
         "data": run.sampler,
     }
     stop = StopSignals((signal.SIGTERM, signal.SIGINT, args.stop_signal))
-    ckpt = CheckpointManager(
-        args.checkpoint_dir,
-        objects,
+    common: dict[str, Any] = {}
+    manager: Any = CheckpointManager
+    if job is not None and args.mode == "sharded":
+        del objects["optimizer"]
+        objects["model"] = ModelOptimizerState(run.model, run.optimizer)
+        manager = ShardedCheckpointManager
+        common = {"job": job, "layout": args.layout}
+    elif job is not None:
+        manager = ReplicatedCheckpointManager
+        common = {"job": job, "layout": args.layout}
+    ckpt = manager(
+        directory=args.checkpoint_dir,
+        objects=objects,
+        **common,
         config=run.config,
         keep=args.keep,
         milestone_every=args.milestone_every,
@@ -526,7 +642,7 @@ def main(argv: list[str] | None = None) -> int:
         with stop, ckpt:
             progress = Progress(args, ckpt)
             try:
-                return train(args, run, ckpt, stop, progress)
+                return train(args, run, ckpt, stop, progress, job)
             except BaseException as exc:
                 return _failed(exc, ckpt, progress)
             finally:

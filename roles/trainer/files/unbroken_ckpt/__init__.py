@@ -22,6 +22,18 @@ Usage::
                 ckpt.save(step, extras={...})     # async: copies to CPU, writes in background
         ckpt.save(step, blocking=True)            # final / on signal
 
+Under torchrun (DDP or FSDP2) use the rank-aware managers of ``unbroken_ckpt.distributed``
+with the same calls, made on every rank::
+
+    job = DistributedJob.from_env("cuda", timeout=300)   # init_process_group, bounded collectives
+    ckpt = ReplicatedCheckpointManager(job, "/ckpt", objects, config=run_config)   # DDP
+    # FSDP2: ShardedCheckpointManager(job, "/ckpt", {"model": ModelOptimizerState(model, opt),
+    #                                                 "data": sampler}, config=run_config)
+    ...same loop, with ``while ... and not job.agree_stop(stop.requested)``...
+
+The resume step is the newest that verifies on every rank; sharded state is written by
+``torch.distributed.checkpoint`` with this library's manifest on top (see that module).
+
 ``CheckpointManager(..., overlap_copy=True)`` moves the copy of the parameters and the
 optimizer state out of ``save()``: the writer thread copies them while the next forward
 and backward run, and the optimizer's ``step()`` waits for it.  Use it when only
@@ -82,6 +94,14 @@ TensorBoard event files when TensorBoard is installed::
 from __future__ import annotations
 
 from . import checkpoint_manifest, metrics, training_metrics
+from .distributed import (
+    LAYOUTS,
+    DistributedJob,
+    ModelOptimizerState,
+    ReplicatedCheckpointManager,
+    ShardedCheckpointManager,
+    world_from_env,
+)
 from .errors import (
     CheckpointError,
     CheckpointLockedError,
@@ -100,6 +120,7 @@ from .storage import Commit
 __version__ = LIBRARY_VERSION
 
 __all__ = [
+    "LAYOUTS",
     "STATES",
     "STATUS_SCHEMA",
     "STATUS_VERSION",
@@ -111,9 +132,13 @@ __all__ = [
     "CheckpointWriteError",
     "Commit",
     "ConfigMismatchError",
+    "DistributedJob",
+    "ModelOptimizerState",
     "NoValidCheckpointError",
+    "ReplicatedCheckpointManager",
     "Restored",
     "ResumableBatchSampler",
+    "ShardedCheckpointManager",
     "StatusFile",
     "StopSignals",
     "UnsafeCheckpointError",
@@ -123,4 +148,5 @@ __all__ = [
     "parse_signal",
     "read_status",
     "training_metrics",
+    "world_from_env",
 ]

@@ -1,0 +1,251 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+# Copyright (c) 2026 unbroken.training contributors
+"""The reference script as one torchrun job of 2 ranks on CPU (gloo), DDP and sharded (FSDP2).
+
+Real torchrun, real process groups, real SIGKILLs of a worker; torchrun restarts the group
+(``--max-restarts``) and the resumed job must end bit-identical to its uninterrupted twin.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import queue
+import random
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from runtime_helpers import SMALL, TRAIN, WAIT, Trainer, _env, assert_bitwise_equal, load_payload
+
+STEPS, INTERVAL = 40, 10
+PACE = ["--step-sleep", "0.02"]
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+
+
+def torchrun_command(ckpt_dir: Path, *extra: object, restarts: int = 0) -> list[str]:
+    return [
+        *TORCHRUN,
+        "--max-restarts",
+        str(restarts),
+        "--monitor-interval",
+        "0.2",
+        str(TRAIN),
+        "--checkpoint-dir",
+        str(ckpt_dir),
+        *SMALL,
+        "--collective-timeout",
+        "60",
+        *map(str, extra),
+    ]
+
+
+class Job(Trainer):
+    """A torchrun job (the agent and its 2 workers) whose log lines can be awaited."""
+
+    def __init__(self, ckpt_dir: Path, *extra: object, restarts: int = 0) -> None:
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen(
+            torchrun_command(ckpt_dir, *extra, restarts=restarts),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=_env(),
+        )
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def workers(self) -> dict[int, int]:
+        """{rank: pid} of the agent's live worker processes."""
+        found: dict[int, int] = {}
+        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        for pid in path.read_text().split():
+            try:
+                environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            for item in environ:
+                if item.startswith(b"RANK="):
+                    found[int(item[5:])] = int(pid)
+        return found
+
+    def wait_workers(self) -> dict[int, int]:
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            found = self.workers()
+            if len(found) == 2:
+                return found
+            time.sleep(0.05)
+        raise AssertionError(f"workers never appeared:\n{self.output()}")
+
+
+def run_job(ckpt_dir: Path, *extra: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        torchrun_command(ckpt_dir, *extra),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=_env(),
+        timeout=WAIT,
+        check=False,
+    )
+
+
+def _plain(value: Any) -> Any:
+    """DCP's saved values with blobs (RNG states, extras) opened, for comparison."""
+    if isinstance(value, io.BytesIO):
+        return _plain(torch.load(io.BytesIO(value.getvalue()), weights_only=True))
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def final_state(ckpt_dir: Path, mode: str, tmp: Path) -> dict[str, Any]:
+    step_dir = ckpt_dir / f"step-{STEPS:06d}"
+    if mode == "ddp":
+        return load_payload(step_dir / "state.pt")
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    out = tmp / f"{ckpt_dir.name}.pt"
+    dcp_to_torch_save(str(step_dir), str(out))
+    # The file is our own test output, holding DCP's BytesIO values: not weights-only.
+    return _plain(torch.load(out, weights_only=False))
+
+
+def _mode_args(mode: str) -> list[object]:
+    return ["--mode", mode, "--steps", STEPS, "--checkpoint-interval", INTERVAL]
+
+
+@pytest.mark.parametrize("mode", ["ddp", "sharded"])
+def test_worker_sigkills_at_random_moments_resume_bit_exact(tmp_path: Path, mode: str) -> None:
+    """Sharded: then a corrupt shard on rank 1 makes both ranks fall back to the same step."""
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    twin = run_job(straight, *_mode_args(mode))
+    assert twin.returncode == 0, twin.stdout
+
+    chooser = random.Random(f"{mode}-{os.getpid()}")
+    job = Job(killed, *_mode_args(mode), *PACE, restarts=3)
+    try:
+        seen = 0
+        for _kill in range(2):
+            target = chooser.randint(seen + 3, seen + INTERVAL + 6)
+            job.wait_for(r"step (\d+) loss", lambda m, t=target: int(m.group(1)) >= t)
+            rank, pid = chooser.choice(sorted(job.wait_workers().items()))
+            print(f"SIGKILL to rank {rank} (pid {pid}) after step {target}")
+            os.kill(pid, signal.SIGKILL)
+            seen = target
+            job.wait_for(r"resumed from checkpoint step-\d+|starting fresh")
+        output = job.finish()
+    finally:
+        job.stop()
+    assert job.proc.returncode == 0, output
+    assert output.count(f"finished {STEPS} steps") == 2, output
+
+    expected, actual = (final_state(d, mode, tmp_path) for d in (straight, killed))
+    assert_bitwise_equal(expected, actual, "final")
+    if mode == "sharded":
+        _corrupt_shard_on_one_rank_makes_every_rank_fall_back(killed, expected, tmp_path)
+
+
+def _corrupt_shard_on_one_rank_makes_every_rank_fall_back(
+    killed: Path, expected: dict[str, Any], tmp_path: Path
+) -> None:
+    shard = killed / f"step-{STEPS:06d}" / "__1_0.distcp"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte in rank 1's shard only
+    shard.write_bytes(bytes(data))
+
+    again = run_job(killed, *_mode_args("sharded"))
+    assert again.returncode == 0, again.stdout
+    previous = f"step-{STEPS - INTERVAL:06d}"
+    falling = re.findall(
+        rf"checkpoint step-{STEPS:06d} is invalid \((.*)\); falling back to {previous}",
+        again.stdout,
+    )
+    assert len(falling) == 2, again.stdout  # said by both ranks
+    assert all(reason.startswith("rank 1: __1_0.distcp: crc32 mismatch") for reason in falling)
+    assert again.stdout.count(f"resumed from checkpoint {previous}") == 2, again.stdout
+    assert len(list(killed.glob(f"quarantine-step-{STEPS:06d}-*"))) == 1  # moved aside once
+    # Both ranks redid the last interval from the same step: the result is the twin's again.
+    assert_bitwise_equal(expected, final_state(killed, "sharded", tmp_path), "redone")
+
+
+def test_second_job_on_the_same_directory_is_refused_and_a_stop_is_coordinated(
+    tmp_path: Path,
+) -> None:
+    ckpt = tmp_path / "ckpt"
+    first = Job(ckpt, "--steps", 100000, "--checkpoint-interval", 100000, *PACE)
+    try:
+        first.wait_for(r"step 2 loss")
+        # Ranks of one job share the directory; a second job is refused on every rank.
+        second = run_job(ckpt, "--steps", 10)
+        assert second.returncode != 0, second.stdout
+        refusals = re.findall(r"checkpoint directory \S+ is already in use", second.stdout)
+        assert len(refusals) == 2, second.stdout
+        assert re.search(r"job \S+ \(\S+\), 2 ranks, writer rank 0", second.stdout)
+        assert not (ckpt / "step-000010").exists()
+
+        # A stop signal that reaches rank 1 only stops both ranks at the same step.
+        workers = first.wait_workers()
+        os.kill(workers[1], signal.SIGUSR1)
+        output = first.finish()
+    finally:
+        first.stop()
+    assert first.proc.returncode == 0, output
+    stops = re.findall(r"received (.+) at step (\d+); writing a final checkpoint", output)
+    assert sorted(name for name, _ in stops) == ["SIGUSR1", "a stop request on another rank"]
+    steps = {int(step) for _, step in stops}
+    assert len(steps) == 1, stops
+    step = steps.pop()
+    assert [p.name for p in ckpt.glob("step-*")] == [f"step-{step:06d}"]
+    payload = load_payload(ckpt / f"step-{step:06d}" / "state.pt")
+    assert payload["step"] == step
+    assert len(payload["rng_ranks"]) == 2
+
+
+def test_sigterm_to_torchrun_gives_one_coordinated_final_checkpoint(tmp_path: Path) -> None:
+    """docker/systemd stop: torchrun forwards SIGTERM to every worker; one checkpoint results."""
+    ckpt = tmp_path / "ckpt"
+    job = Job(ckpt, "--steps", 100000, "--checkpoint-interval", 100000, *PACE)
+    try:
+        job.wait_for(r"step 5 loss")
+        job.signal(signal.SIGTERM)
+        output = job.finish()
+    finally:
+        job.stop()
+    steps = re.findall(r"received SIGTERM at step (\d+); writing a final checkpoint", output)
+    assert len(steps) == 2 and len(set(steps)) == 1, output
+    step = int(steps[0])
+    assert output.count(f"stopped at step {step} after SIGTERM") == 2, output
+    assert [p.name for p in ckpt.glob("step-*")] == [f"step-{step:06d}"]
+    status = json.loads((ckpt / "status.json").read_text())
+    assert (status["state"], status["step"], status["exit_code"]) == ("stopped", step, 0)
+    assert status["extra"] == {"world_size": 2, "mode": "ddp"}
+
+
+def test_sampler_gives_each_rank_its_own_slice_of_every_global_batch() -> None:
+    from unbroken_ckpt import ResumableBatchSampler
+
+    single = ResumableBatchSampler(64, 8, seed=5)
+    ranks = [ResumableBatchSampler(64, 4, seed=5, rank=r, world_size=2) for r in range(2)]
+    assert ranks[0].batches_per_epoch == single.batches_per_epoch == 8
+    for _ in range(20):  # into the third epoch
+        parts = [sampler.next_batch() for sampler in ranks]
+        assert parts[0] + parts[1] == single.next_batch()  # disjoint, the same global batch
+    assert ranks[0].state_dict() == ranks[1].state_dict()  # one rank's copy restores both
+    resumed = ResumableBatchSampler(64, 4, seed=5, rank=1, world_size=2)
+    resumed.load_state_dict(ranks[0].state_dict())
+    assert resumed.next_batch() == ranks[1].next_batch()
+    with pytest.raises(ValueError, match="world_size differs"):
+        ResumableBatchSampler(64, 4, seed=5).load_state_dict(ranks[0].state_dict())
+    with pytest.raises(ValueError, match="rank 2 of 2"):
+        ResumableBatchSampler(64, 4, seed=5, rank=2, world_size=2)
