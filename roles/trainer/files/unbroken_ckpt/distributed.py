@@ -69,14 +69,15 @@ import shutil
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
-from torch.distributed.checkpoint import FileSystemReader, async_save
-from torch.distributed.checkpoint import load as dcp_load
-from torch.distributed.checkpoint import save as dcp_save
+from torch.distributed.checkpoint.filesystem import FileSystemReader
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
+from torch.distributed.checkpoint.state_dict_saver import async_save
+from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 
 from . import checkpoint_manifest as fmt
 from . import storage
@@ -89,6 +90,9 @@ from .errors import (
 )
 from .manager import CheckpointManager, Restored, Stateful, _Job, load_state_file
 from .rng import capture_rng, restore_rng
+
+if TYPE_CHECKING:
+    from typing import Self  # Python 3.11; the runtime also runs on older images
 
 LOG = logging.getLogger("unbroken_ckpt")
 LAYOUTS = ("shared", "node-local")
@@ -176,7 +180,7 @@ def _attempt_store(timeout: datetime.timedelta) -> Any:
     """
     if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
         return None
-    store = dist.TCPStore(
+    store = dist.TCPStore(  # type: ignore[attr-defined]  # re-exported from torch._C
         os.environ["MASTER_ADDR"],
         int(os.environ["MASTER_PORT"]),
         int(os.environ["WORLD_SIZE"]),
@@ -184,7 +188,8 @@ def _attempt_store(timeout: datetime.timedelta) -> Any:
         timeout=timeout,
     )
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-    return dist.PrefixStore(f"unbroken_ckpt/attempt_{attempt}/", store)
+    prefix = f"unbroken_ckpt/attempt_{attempt}/"
+    return dist.PrefixStore(prefix, store)  # type: ignore[attr-defined]  # from torch._C
 
 
 def _first_line(exc: BaseException) -> str:
@@ -278,7 +283,9 @@ class _RankAware(CheckpointManager):
         """The newest checkpoint every rank verified, and the newer ones skipped (why)."""
         local = [name for _step, name in fmt.list_checkpoints(self.directory)]
         names = sorted(
-            set().union(*map(set, self.job.gather(local))), key=fmt.parse_step, reverse=True
+            set().union(*map(set, self.job.gather(local))),
+            key=lambda name: fmt.parse_step(name) or -1,
+            reverse=True,
         )
         skipped: list[tuple[str, str]] = []
         for name in names:
