@@ -202,8 +202,8 @@ def test_second_job_on_the_same_directory_is_refused_and_a_stop_is_coordinated(
         first.stop()
     assert first.proc.returncode == 0, output
     stops = re.findall(r"received (.+) at step (\d+); writing a final checkpoint", output)
-    assert sorted(name for name, _ in stops) == ["SIGUSR1", "a stop request on another rank"]
-    steps = {int(step) for _, step in stops}
+    assert sorted(name for name, _step in stops) == ["SIGUSR1", "a stop request on another rank"]
+    steps = {int(step) for _name, step in stops}
     assert len(steps) == 1, stops
     step = steps.pop()
     assert [p.name for p in ckpt.glob("step-*")] == [f"step-{step:06d}"]
@@ -238,7 +238,7 @@ def test_sampler_gives_each_rank_its_own_slice_of_every_global_batch() -> None:
     single = ResumableBatchSampler(64, 8, seed=5)
     ranks = [ResumableBatchSampler(64, 4, seed=5, rank=r, world_size=2) for r in range(2)]
     assert ranks[0].batches_per_epoch == single.batches_per_epoch == 8
-    for _ in range(20):  # into the third epoch
+    for _batch in range(20):  # into the third epoch
         parts = [sampler.next_batch() for sampler in ranks]
         assert parts[0] + parts[1] == single.next_batch()  # disjoint, the same global batch
     assert ranks[0].state_dict() == ranks[1].state_dict()  # one rank's copy restores both
