@@ -41,11 +41,11 @@ WRITES = {
 
 
 def shadow_checks(results: list) -> list:
-    """The shadowing asserts (server and client) that were evaluated, not skipped."""
+    """The shadowing checks (server and client) that were evaluated, not skipped."""
     return [
         result
         for result in results
-        if result.get("action") == "ansible.builtin.assert"
+        if result.get("action") in ("unbroken.training.validate", "validate")
         and "shadows" in result["task"]
         and not result.get("skipped")
     ]
