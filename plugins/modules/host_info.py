@@ -314,7 +314,7 @@ def read_units(module: AnsibleModule, units: List[str]) -> Dict[str, str]:
     if not systemctl:
         return {}
     # One line per unit, in order, whatever its state (the exit status says "all active").
-    _, out, _ = module.run_command([systemctl, "is-active", *units])
+    _rc, out, _err = module.run_command([systemctl, "is-active", *units])
     states = out.split()
     return dict(zip(units, states)) if len(states) == len(units) else {}
 
