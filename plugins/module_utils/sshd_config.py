@@ -124,6 +124,52 @@ def probe_interval(requested: object, factor: int) -> int:
     return max(1, parse_seconds(requested) // max(1, factor))
 
 
+def server_dropin(
+    requested: object,
+    count_max: int,
+    idle_timeout: int,
+    tcp_keepalive: bool = True,
+    factor: int = 1,
+    reason: str = "",
+) -> str:
+    """The text of the sshd keepalive drop-in (without a managed-file header).
+
+    The one source of that text: the sshd_keepalive role's template and every other writer
+    (the dev image of pytorch_image) render it through this function, via the
+    ``sshd_keepalive_dropin`` filter. ``requested`` is the wanted probe period (an OpenSSH
+    time); on an sshd with probe ``factor`` 2 (OpenSSH 9.2 to 9.4) the written
+    ClientAliveInterval is :func:`probe_interval`'s, and ``reason`` (why it differs) is
+    said in a comment. The text ends with a newline.
+    """
+    wanted = parse_seconds(requested)
+    factor = max(1, int(factor))
+    written = probe_interval(wanted, factor)
+    period = written * factor
+    count = int(count_max)
+    lines = [
+        "# unbroken.training.sshd_keepalive: keep idle SSH sessions alive through NAT/firewall",
+        f"# paths that drop connections idle for {int(idle_timeout)} s.",
+        "# sshd uses the first value it reads: this file must sort first in sshd_config.d and",
+        "# no line above the Include in sshd_config may set these keywords.",
+    ]
+    if written != wanted:
+        why = " ".join(reason.split()) or "this sshd sends a probe every second interval"
+        lines += [
+            f"# Requested interval {wanted} s, but {why}",
+            f"# (fixed in OpenSSH 9.5): {written} is written, so probes go out every {period} s.",
+        ]
+    lines += [
+        f"# A dead client is dropped after about {period * (count + 1)} s without answers:"
+        " the first probe",
+        f"# goes out after {period} s of silence, and sshd gives up one period after the last"
+        f" of {count} probes.",
+        f"ClientAliveInterval {written}",
+        f"ClientAliveCountMax {count}",
+        f"TCPKeepAlive {'yes' if tcp_keepalive else 'no'}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def parse_effective(text: str) -> Dict[str, EffectiveValue]:
     """Turn ``sshd -T`` or ``ssh -G`` output into a dict.
 

@@ -18,8 +18,9 @@ description:
     changed on the host; O(commands) (which runs programs) is skipped in check mode.
   - Installed packages with their versions (dpkg, else rpm); the apt index's presence and
     age, as apt's C(cache_valid_time) reads it; the locales C(locale -a) lists; checksum,
-    mode and owner of files; which firewall is active; and the exit status and output of
-    programs a role runs to prove its effective state.
+    mode and owner of files; which firewall is active; the state of systemd units; the
+    live process of a PID file; and the exit status and output of programs a role runs to
+    prove its effective state.
 author:
   - unbroken.training contributors (@unbroken-training)
 options:
@@ -45,6 +46,18 @@ options:
     description: Report which host firewalls are active, in RV(firewall).
     type: bool
     default: false
+  units:
+    description: systemd units whose state (C(systemctl is-active)) to report in RV(units).
+    type: list
+    elements: str
+    default: []
+  pid_files:
+    description:
+      - PID files to read, in order; RV(pid) is the first PID among them whose process is
+        alive (a daemon that no systemd unit runs writes one).
+    type: list
+    elements: path
+    default: []
   commands:
     description:
       - Programs to run (without a shell), each reported under its O(commands[].name) in
@@ -144,6 +157,18 @@ firewall:
   returned: always
   type: dict
   sample: {"active": ["iptables"]}
+units:
+  description:
+    - One entry per O(units) name, its C(ActiveState) (C(active), C(inactive), C(failed),
+      ...); empty when the host has no running systemd or O(units) is empty.
+  returned: always
+  type: dict
+  sample: {"ssh": "active", "ssh.socket": "inactive"}
+pid:
+  description: The first live PID read from O(pid_files), else null.
+  returned: always
+  type: int
+  sample: 812
 commands:
   description:
     - One entry per O(commands) name with C(rc), C(stdout) and C(stderr); C(rc) is null and
@@ -283,6 +308,37 @@ def read_firewall(module: AnsibleModule) -> Dict[str, List[str]]:
     return {"active": active}
 
 
+def read_units(module: AnsibleModule, units: List[str]) -> Dict[str, str]:
+    """Each unit's ActiveState, or {} where systemctl is missing or systemd is not running."""
+    systemctl = module.get_bin_path("systemctl") if units else None
+    if not systemctl:
+        return {}
+    # One line per unit, in order, whatever its state (the exit status says "all active").
+    _rc, out, _err = module.run_command([systemctl, "is-active", *units])
+    states = out.split()
+    return dict(zip(units, states)) if len(states) == len(units) else {}
+
+
+def read_pid(paths: List[str]) -> Optional[int]:
+    """The first PID in ``paths`` whose process exists (a stale file's PID is skipped)."""
+    for path in paths:
+        try:
+            with open(path, encoding="ascii") as handle:
+                text = handle.read().strip()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if not text.isdigit() or int(text) < 1:
+            continue
+        try:
+            os.kill(int(text), 0)
+        except PermissionError:  # alive, owned by another user
+            return int(text)
+        except OSError:
+            continue
+        return int(text)
+    return None
+
+
 def run_commands(
     module: AnsibleModule, commands: List[Dict[str, Any]]
 ) -> Dict[str, Dict[str, Any]]:
@@ -312,6 +368,8 @@ def main() -> None:
             "locales": {"type": "bool", "default": False},
             "files": {"type": "list", "elements": "path", "default": []},
             "firewall": {"type": "bool", "default": False},
+            "units": {"type": "list", "elements": "str", "default": []},
+            "pid_files": {"type": "list", "elements": "path", "default": []},
             "commands": {
                 "type": "list",
                 "elements": "dict",
@@ -339,6 +397,8 @@ def main() -> None:
         locales=read_locales(module) if params["locales"] else [],
         files={path: read_file(path) for path in params["files"]},
         firewall=read_firewall(module) if params["firewall"] else {"active": []},
+        units=read_units(module, params["units"]),
+        pid=read_pid(params["pid_files"]),
         commands=run_commands(module, params["commands"]),
     )
 

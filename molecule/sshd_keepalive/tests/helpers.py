@@ -119,6 +119,7 @@ def ran_on_host(results: list) -> list:
     run on the controller alone."""
     local = {"set_fact", "assert", "debug", "include_vars", "meta", "include_tasks", "fail"}
     local |= {f"ansible.builtin.{action}" for action in local | {"validate_argument_spec"}}
+    local |= {"validate", "unbroken.training.validate"}  # the collection's action plugin
     return [
         result
         for result in results

@@ -10,6 +10,7 @@ off) and puts the host back the way it found it.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from helpers import (
@@ -229,6 +230,23 @@ def test_reuse_contract_validate_only_and_template(host) -> None:
     bad = playbook("-e", "sshd_keepalive_client_alive_count_max=0", name="reuse.yml")
     assert bad.returncode != 0
     assert "OpenSSH 8.2" in bad.stdout
+
+
+def test_public_filter_writes_what_the_role_writes(host) -> None:
+    """pytorch_image's dev image writes its drop-in with the filter: for this host's sshd
+    the filter's text is the role's drop-in after its managed-file header, byte for byte."""
+    written = host.file(DROPIN).content_string
+    factor = 2 if openssh_version(host) in SLOW_PROBE_VERSIONS else 1
+    halved = re.search(r"^# Requested interval 60 s, but (.*)$", written, re.MULTILINE)
+    assert (halved is not None) == (factor == 2), written
+    extra = {"ut_factor": factor, "ut_reason": halved.group(1) if halved else ""}
+    result = playbook("-e", json.dumps(extra), name="reuse.yml")
+    assert result.returncode == 0, result.stdout[-3000:]
+    text = host.file("/tmp/ut-reuse/filter.txt").content_string
+    assert f"ClientAliveInterval {written_interval(host, 60)}\n" in text
+    assert written.endswith(text), (written, text)
+    header = written[: -len(text)].splitlines()
+    assert header and all(line.startswith("#") for line in header), header
 
 
 def test_client_part_can_be_turned_off_and_on(host) -> None:

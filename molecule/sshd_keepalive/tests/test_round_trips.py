@@ -2,7 +2,7 @@
 # Copyright (c) 2026 unbroken.training contributors
 """What the role skips on a host that is already right, and that skipping hides nothing.
 
-On an unchanged host the role reads the host once (a probe) plus one configuration read
+On an unchanged host the role reads the host once (host_info) plus one configuration read
 per part, and writes, validates and reloads nothing. A hand-edited drop-in is still
 rewritten and re-validated, and a shadowing line is still refused with its file and line
 although none of our files changes. Each test runs converge.yml with the JSON callback and
@@ -41,11 +41,11 @@ WRITES = {
 
 
 def shadow_checks(results: list) -> list:
-    """The shadowing asserts (server and client) that were evaluated, not skipped."""
+    """The shadowing checks (server and client) that were evaluated, not skipped."""
     return [
         result
         for result in results
-        if result.get("action") == "ansible.builtin.assert"
+        if result.get("action") in ("unbroken.training.validate", "validate")
         and "shadows" in result["task"]
         and not result.get("skipped")
     ]
@@ -58,8 +58,9 @@ def test_unchanged_host_is_read_once_and_nothing_is_revalidated(host) -> None:
     assert not [result["task"] for result in results if result.get("changed")]
     ran = ran_on_host(results)
     actions = [result["action"] for result in ran]
-    # The probe, then the first read of each part, which carries the verdict.
-    assert actions.count("ansible.builtin.shell") == 1, actions
+    # One host_info read, then the first read of each part, which carries the verdict.
+    assert actions.count("unbroken.training.host_info") == 1, actions
+    assert "ansible.builtin.shell" not in actions
     reads = [result for result in ran if result["action"] == READ]
     assert len(reads) == 2, actions
     assert all(read["included"] is True and read["mismatches"] == [] for read in reads)

@@ -13,6 +13,7 @@ from ansible_collections.unbroken.training.plugins.filter.openssh import (
     openssh_probe_factor,
     openssh_probe_interval,
     openssh_seconds,
+    sshd_keepalive_dropin,
 )
 
 # What `sshd -V` prints (on stderr) in the images the dev container is built from.
@@ -54,6 +55,7 @@ def test_filters_are_registered_under_their_documented_names() -> None:
         "openssh_probe_factor": openssh_probe_factor,
         "openssh_seconds": openssh_seconds,
         "openssh_probe_interval": openssh_probe_interval,
+        "sshd_keepalive_dropin": sshd_keepalive_dropin,
     }
 
 
@@ -75,3 +77,50 @@ def test_probe_interval_is_the_modules_rule() -> None:
     assert openssh_probe_interval(60, 1) == 60
     with pytest.raises(AnsibleFilterError):
         openssh_probe_interval("soon", 2)
+
+
+# The drop-in the sshd_keepalive role wrote before its template rendered through the filter
+# (role defaults, an sshd that probes every interval), after the managed-file header.
+DEFAULT_DROPIN = """\
+# unbroken.training.sshd_keepalive: keep idle SSH sessions alive through NAT/firewall
+# paths that drop connections idle for 300 s.
+# sshd uses the first value it reads: this file must sort first in sshd_config.d and
+# no line above the Include in sshd_config may set these keywords.
+# A dead client is dropped after about 240 s without answers: the first probe
+# goes out after 60 s of silence, and sshd gives up one period after the last of 3 probes.
+ClientAliveInterval 60
+ClientAliveCountMax 3
+TCPKeepAlive yes
+"""
+
+
+def test_dropin_is_the_text_the_role_writes() -> None:
+    assert sshd_keepalive_dropin(60, 3, 300) == DEFAULT_DROPIN
+    assert sshd_keepalive_dropin("1m", "3", "300", tcp_keepalive="yes", factor=1) == DEFAULT_DROPIN
+
+
+def test_dropin_halves_the_interval_where_sshd_probes_every_second_one() -> None:
+    """OpenSSH 9.2-9.4 (factor 2): half of 45 is written, probes still go out every 44 s,
+    the comment says why, and the drop time counts whole probe periods."""
+    text = sshd_keepalive_dropin(
+        45, 2, 300, tcp_keepalive=False, factor=2, reason="OpenSSH_9.2p1 probes  slowly\n"
+    )
+    lines = text.splitlines()
+    assert lines[4:6] == [
+        "# Requested interval 45 s, but OpenSSH_9.2p1 probes slowly",
+        "# (fixed in OpenSSH 9.5): 22 is written, so probes go out every 44 s.",
+    ]
+    assert "# A dead client is dropped after about 132 s without answers: the first probe" in lines
+    assert lines[-3:] == ["ClientAliveInterval 22", "ClientAliveCountMax 2", "TCPKeepAlive no"]
+    # Halving uses the same rule as openssh_probe_interval, and says nothing when 1 stays 1.
+    assert f"ClientAliveInterval {openssh_probe_interval(45, 2)}" in lines
+    assert "Requested" not in sshd_keepalive_dropin(1, 3, 300, factor=2)
+
+
+def test_dropin_refuses_what_it_cannot_read() -> None:
+    with pytest.raises(AnsibleFilterError, match=r"sshd_keepalive_dropin: .*not an OpenSSH time"):
+        sshd_keepalive_dropin("1 m", 3, 300)
+    with pytest.raises(AnsibleFilterError, match="sshd_keepalive_dropin"):
+        sshd_keepalive_dropin(60, "three", 300)
+    with pytest.raises(AnsibleFilterError, match="sshd_keepalive_dropin"):
+        sshd_keepalive_dropin(60, 3, 300, tcp_keepalive="maybe")

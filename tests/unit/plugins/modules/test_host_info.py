@@ -159,6 +159,7 @@ def test_nothing_is_read_that_was_not_asked_for(monkeypatch: pytest.MonkeyPatch)
     assert (
         result["firewall"] == {"active": []} and result["commands"] == {} and result["files"] == {}
     )
+    assert result["units"] == {} and result["pid"] is None
 
 
 def test_commands_report_exit_status_output_and_environment(tmp_path: Path) -> None:
@@ -199,3 +200,34 @@ def test_commands_are_not_run_in_check_mode(tmp_path: Path) -> None:
 def test_repeated_command_names_are_refused() -> None:
     result = run({"commands": [{"name": "a", "argv": ["true"]}, {"name": "a", "argv": ["false"]}]})
     assert result["failed"] is True and "repeated: a" in result["msg"]
+
+
+def test_units_report_each_active_state_from_one_systemctl_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # systemctl is-active ssh ssh.socket, sshd running from its service
+    calls = fake_host(monkeypatch, {"systemctl": "active\ninactive\n"})
+    assert run({"units": ["ssh", "ssh.socket"]})["units"] == {
+        "ssh": "active",
+        "ssh.socket": "inactive",
+    }
+    assert calls == [["/stand-in/systemctl", "is-active", "ssh", "ssh.socket"]]
+
+
+def test_units_are_empty_without_a_running_systemd(monkeypatch: pytest.MonkeyPatch) -> None:
+    # "System has not been booted with systemd" goes to stderr: nothing on stdout.
+    fake_host(monkeypatch, {"systemctl": ""})
+    assert run({"units": ["ssh", "ssh.socket"]})["units"] == {}
+    fake_host(monkeypatch, {})
+    assert run({"units": ["ssh"]})["units"] == {}
+
+
+def test_pid_is_the_first_live_process_of_the_pid_files(tmp_path: Path) -> None:
+    missing, garbage, stale, live = (tmp_path / n for n in ("missing", "garbage", "stale", "live"))
+    garbage.write_text("sshd\n")
+    # A PID above the kernel's maximum (pid_max is at most 2**22) is never a live process.
+    stale.write_text(f"{2**22 + 1}\n")
+    live.write_text(f"{os.getpid()}\n")
+    paths = [str(p) for p in (missing, garbage, stale, live)]
+    assert run({"pid_files": paths})["pid"] == os.getpid()
+    assert run({"pid_files": paths[:3]})["pid"] is None
