@@ -20,7 +20,8 @@ pins=$(grep -vE '^\s*(#|$)' "$here/requirements-floor.txt" | tr '\n' ' ')
 UNBROKEN_SANITY_VENV=$venv UNBROKEN_SANITY_CORE=$pins \
   UNBROKEN_SANITY_REQUIREMENTS="ansible-doc runtime-metadata validate-modules" \
   "$here/sanity.sh" --test ansible-doc --test validate-modules --test runtime-metadata
-"$venv/bin/ansible" --version | head -1
+# sed reads to the end: head would close the pipe early, and pipefail fail the stage.
+"$venv/bin/ansible" --version | sed -n 1p
 
 cleanup() { docker rm -f "$container" >/dev/null 2>&1 || true; }
 trap cleanup EXIT
@@ -45,7 +46,7 @@ playbook=("$venv/bin/ansible-playbook" -i "$container," -c community.docker.dock
 "${playbook[@]}"
 second=$("${playbook[@]}")
 echo "$second" | tail -n 4
-if ! echo "$second" | grep -Eq "$container +: ok=[0-9]+ +changed=0 .*failed=0"; then
+if ! grep -Eq "$container +: ok=[0-9]+ +changed=0 .*failed=0" <<<"$second"; then
   echo "the second converge on the floor ansible-core changed something or failed" >&2
   exit 1
 fi
