@@ -51,6 +51,16 @@ CAUSE_WORDS = {
     "hang": "restarted by the hang watchdog",
     "reboot": "restarted after a host reboot",
     "operator": "started by an operator",
+    "interrupted": "restarted after the previous run was cut off (killed, crashed or lost)",
+    "resume": "resumed",
+}
+# How the run before a start ended (the metrics stream's ``previous_end``) says why it
+# started when the trainer role recorded no cause for it (a job run some other way).
+PREVIOUS_END_CAUSES = {
+    "interrupted": "interrupted",
+    "failed": "crash",
+    "stopped": "operator",
+    "finished": "operator",
 }
 
 
@@ -348,6 +358,86 @@ def training_curves(
     }
 
 
+def metrics_curves(summary: Any, batch_size: Optional[int] = None) -> Dict[str, Any]:
+    """Curves like training_curves() from a job's metrics stream summary.
+
+    ``summary`` is ``training_status``'s ``metrics`` (``metrics_points`` above 0): the whole
+    history, thinned on the host. Restarts come from the stream's ``start`` events, their
+    cause from the trainer role's record of that start (crash, hang, reboot, operator),
+    else from how the previous run ended. Samples/s missing from a record are computed from
+    ``batch_size`` when given.
+    """
+    if not isinstance(summary, Mapping):
+        raise AnsibleFilterError(
+            "training_metrics_curves expects the metrics summary of training_status"
+        )
+    points: List[Dict[str, Any]] = []
+    previous: Optional[Dict[str, Any]] = None
+    for raw in summary.get("points") or []:
+        if not isinstance(raw, Mapping) or not _is_number(raw.get("step")):
+            continue
+        point = dict(raw)
+        point.setdefault("run", 0)
+        if (
+            not _is_number(point.get("samples_per_second"))
+            and batch_size
+            and previous is not None
+            and previous.get("run") == point["run"]
+            and _is_number(point.get("time"))
+            and _is_number(previous.get("time"))
+            and point["time"] > previous["time"]
+        ):
+            point["samples_per_second"] = (
+                (point["step"] - previous["step"]) * batch_size / (point["time"] - previous["time"])
+            )
+        points.append(point)
+        previous = point
+    restarts = []
+    for index, start in enumerate(summary.get("runs") or []):
+        if index == 0 or not isinstance(start, Mapping):
+            continue  # the first run's start is where the history begins
+        cause = start.get("host_cause") or PREVIOUS_END_CAUSES.get(
+            str(start.get("previous_end")), "unknown"
+        )
+        restarts.append(
+            {
+                "step": start.get("step"),
+                "time": start.get("time"),
+                "run": index,
+                "cause": cause,
+                "checkpoint": start.get("checkpoint"),
+                "previous_end": start.get("previous_end"),
+                "down_seconds": start.get("down_seconds"),
+            }
+        )
+    restarts = [r for r in restarts if _is_number(r["step"]) and _is_number(r["time"])]
+    causes: Dict[str, int] = {}
+    for restart in restarts:
+        causes[str(restart["cause"])] = causes.get(str(restart["cause"]), 0) + 1
+    checkpoints = [
+        dict(c)
+        for c in summary.get("checkpoints") or []
+        if isinstance(c, Mapping) and _is_number(c.get("step")) and _is_number(c.get("time"))
+    ]
+    scalars = [str(n) for n in summary.get("scalars") or []]
+    return {
+        "source": "metrics",
+        "points": points,
+        "runs": len(summary.get("runs") or []) or len({p["run"] for p in points}),
+        "restarts": restarts,
+        "restart_causes": causes,
+        "checkpoints": checkpoints,
+        "scalars": scalars,
+        "user_scalars": [n for n in scalars if n not in ("loss", "lr", "samples_per_second")],
+        "records": summary.get("records"),
+        "batch_size": batch_size,
+    }
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _step_point(
     match: re.Match[str], run: int, previous: Optional[Dict[str, Any]], batch_size: int
 ) -> Optional[Dict[str, Any]]:
@@ -550,6 +640,14 @@ def training_svg_chart(
         f'<text x="{width / 2:.0f}" y="{height - 3}" text-anchor="middle" font-size="10">'
         f"{html.escape(axis)}</text>"
     )
+    marks = [
+        (px(value), checkpoint)
+        for checkpoint in curves.get("checkpoints") or []
+        if isinstance(checkpoint, Mapping)
+        for value in [_where(checkpoint, x, origin)]
+        if x_low - 1e-9 <= value <= x_high + 1e-9
+    ]
+    parts.extend(_checkpoint_marks(marks, height - bottom))
     parts.extend(_restart_lines(restarts, lambda r: px(_where(r, x, origin)), top, height - bottom))
     for run_points in _split_runs(points):
         coords = " ".join(f"{px(xval(p)):.1f},{py(float(p[y])):.1f}" for p in run_points)
@@ -558,6 +656,19 @@ def training_svg_chart(
         )
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _checkpoint_marks(marks: List[Any], bottom: float) -> List[str]:
+    """A short green tick above the x axis at every committed checkpoint in view."""
+    parts = []
+    for cx, checkpoint in marks:
+        name = html.escape(str(checkpoint.get("name") or "checkpoint"))
+        parts.append(
+            f'<line class="checkpoint" x1="{cx:.1f}" x2="{cx:.1f}" y1="{bottom - 6:.1f}" '
+            f'y2="{bottom:.1f}" stroke="#2da44e" stroke-width="2"><title>{name} '
+            f"(step {int(checkpoint['step'])})</title></line>"
+        )
+    return parts
 
 
 def _split_runs(points: List[Dict[str, Any]]) -> List[List[Dict[str, Any]]]:
@@ -576,6 +687,7 @@ class FilterModule:
         return {
             "training_table": training_table,
             "training_curves": training_curves,
+            "training_metrics_curves": metrics_curves,
             "training_svg_chart": training_svg_chart,
             "training_batch_size": batch_size_of,
         }

@@ -51,6 +51,15 @@ options:
     description: Seconds O(wait) waits at most.
     type: int
     default: 300
+  metrics_points:
+    description:
+      - When above 0, every job also returns RV(jobs[].metrics), its metrics stream
+        (C(<checkpoint_dir>/metrics.jsonl) and all its rotated files, de-duplicated across
+        restarts) thinned on the host to at most this many steps (the first step of every
+        run and the last one are always kept), so a long history reaches the controller small.
+      - 0 reads only the newest record (RV(jobs[].metrics_latest)).
+    type: int
+    default: 0
 extends_documentation_fragment:
   - unbroken.training.attributes.info_module
 notes:
@@ -235,6 +244,28 @@ jobs:
       description: One-line reason from C(failure), null when none.
       type: str
       returned: always
+    metrics_latest:
+      description: >-
+        The newest record of the job's metrics stream (step, time, loss, lr,
+        samples_per_second and any scalar the script logs; non-finite values as null), null
+        without a stream. Any training script can write it (C(unbroken_ckpt.metrics)).
+      type: dict
+      returned: always
+    metrics:
+      description:
+        - >-
+          With O(metrics_points) above 0: C(points) (thinned records, each with C(run), the
+          index of the run it belongs to), C(records) (steps in the whole history),
+          C(scalars) (names), C(runs) (one per start, oldest first: C(step), C(time),
+          C(checkpoint) resumed from, C(previous_end) - how the run before ended:
+          finished, stopped, failed or interrupted - C(host_cause) - operator, crash, hang or
+          reboot, from the trainer role's record of that start, null when none matches - and
+          C(down_seconds), from the last record before the start to the first after it),
+          C(checkpoints) (C(step), C(time), C(name); thinned like the points), C(ends)
+          (C(step), C(time), C(state), C(reason)), C(files), C(bad_lines).
+        - Null without a metrics stream.
+      type: dict
+      returned: when O(metrics_points) is above 0
 jobs_by_name:
   description: The same entries keyed by job name.
   returned: always
@@ -249,7 +280,9 @@ msg:
   type: str
 """
 
+import bisect
 import json
+import math
 import os
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -257,6 +290,11 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.unbroken.training.plugins.module_utils.checkpoint_manifest import (
     find_newest_valid,
+)
+from ansible_collections.unbroken.training.plugins.module_utils.training_metrics import (
+    MetricsHistory,
+    latest_record,
+    read_metrics,
 )
 
 STATUS_SCHEMA = "unbroken.training/status"
@@ -276,6 +314,8 @@ WAIT_POLL_SECONDS = 1.0
 SETTLED_STATES = ("finished", "stopped")
 # A run whose own last write is one of these is on its way out: not hung.
 TERMINAL_STATES = ("finished", "stopped", "failed")
+# Starts of a crash-looping job kept in a metrics summary (the newest ones).
+MAX_RUNS_IN_SUMMARY = 500
 
 Runner = Callable[[List[str]], Tuple[int, str, str]]
 
@@ -425,7 +465,124 @@ def job_report(
         "watchdog": read_json(os.path.join(job["state_dir"], "watchdog.json")),
         "failure": failure,
         "failure_reason": failure.get("message") if failure else None,
+        "metrics_latest": _json_safe(latest_record(job["checkpoint_dir"])),
     }
+
+
+# -- metrics stream ---------------------------------------------------------------------
+
+
+def _json_safe(value: Any) -> Any:
+    """Non-finite floats as None: Ansible's JSON has no NaN or Infinity."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def thin_indexes(count: int, max_points: int, keep: List[int]) -> List[int]:
+    """Evenly spread indexes of ``count`` items, at most ``max_points`` of them (at least 2),
+    always with the last one and every index in ``keep`` (which may add a few)."""
+    if count <= max_points:
+        return list(range(count))
+    chosen = {int(i * count / max_points) for i in range(max(2, max_points) - 1)}
+    chosen.add(count - 1)
+    chosen.update(i for i in keep if 0 <= i < count)
+    return sorted(chosen)
+
+
+def match_host_causes(starts: List[Dict[str, Any]], history: List[Any]) -> List[Optional[str]]:
+    """The trainer role's cause (runs.json) of each start event, None where none matches.
+
+    The helper records a start just before the container starts, the script's start
+    event follows: the newest record at or before the event (and after the previous
+    event) is its start.
+    """
+    records = sorted(
+        (float(h["at"]), str(h.get("cause")))
+        for h in history
+        if isinstance(h, dict) and isinstance(h.get("at"), (int, float)) and h.get("cause")
+    )
+    causes: List[Optional[str]] = []
+    previous = -math.inf
+    for start in starts:
+        when = float(start.get("time") or 0)
+        candidates = [cause for at, cause in records if previous < at <= when]
+        causes.append(candidates[-1] if candidates else None)
+        previous = when
+    return causes
+
+
+def metrics_summary(
+    history: MetricsHistory, max_points: int, run_history: List[Any]
+) -> Optional[Dict[str, Any]]:
+    """The stream's history, thinned for the controller (see RETURN ``metrics``)."""
+    if not history.files:
+        return None
+    records = history.records
+    times = [float(r.get("time") or 0) for r in records]
+    starts = history.runs[-MAX_RUNS_IN_SUMMARY:]
+    start_times = [float(e.get("time") or 0) for e in starts]
+    runs = []
+    for start, cause in zip(starts, match_host_causes(starts, run_history)):
+        at = bisect.bisect_left(times, float(start.get("time") or 0))
+        down = None
+        if 0 < at < len(records):
+            down = round(max(0.0, times[at] - times[at - 1]), 1)
+        runs.append(
+            {
+                "step": start["step"],
+                "time": start.get("time"),
+                "checkpoint": start.get("checkpoint"),
+                "skipped": start.get("skipped") or [],
+                "previous_end": start.get("previous_end"),
+                "host_cause": cause,
+                "down_seconds": down,
+            }
+        )
+    # The first record of every run, so each restart keeps its segment start.
+    firsts = [bisect.bisect_left(times, t) for t in start_times]
+    points = []
+    for index in thin_indexes(len(records), max_points, firsts):
+        point = dict(records[index])
+        point["run"] = max(0, bisect.bisect_right(start_times, times[index]) - 1)
+        points.append(point)
+    kept = [e for e in history.checkpoints if not e.get("abandoned")]
+    checkpoints = [
+        {"step": kept[i]["step"], "time": kept[i].get("time"), "name": kept[i].get("name")}
+        for i in thin_indexes(len(kept), max_points, [])
+    ]
+    ends = [
+        {k: e.get(k) for k in ("step", "time", "state", "reason")}
+        for e in history.events
+        if e["kind"] == "end"
+    ][-MAX_RUNS_IN_SUMMARY:]
+    summary: Dict[str, Any] = _json_safe(
+        {
+            "points": points,
+            "records": len(records),
+            "scalars": history.scalars,
+            "runs": runs,
+            "checkpoints": checkpoints,
+            "ends": ends,
+            "files": len(history.files),
+            "bad_lines": history.bad_lines,
+        }
+    )
+    return summary
+
+
+def job_metrics(job: Dict[str, Any], max_points: int) -> Optional[Dict[str, Any]]:
+    runs = read_json(os.path.join(job["state_dir"], "runs.json")) or {}
+    history = runs.get("history")
+    return metrics_summary(
+        read_metrics(job["checkpoint_dir"]),
+        max_points,
+        history if isinstance(history, list) else [],
+    )
 
 
 def _int_or(value: Any, fallback: Optional[int]) -> Optional[int]:
@@ -513,6 +670,7 @@ def main() -> None:
             "config_dir": {"type": "path", "default": "/etc/unbroken/trainer"},
             "wait": {"type": "bool", "default": False},
             "wait_timeout": {"type": "int", "default": 300},
+            "metrics_points": {"type": "int", "default": 0},
         },
         supports_check_mode=True,
     )
@@ -529,6 +687,8 @@ def main() -> None:
 
     if module.params["wait_timeout"] < 0:
         module.fail_json(msg="wait_timeout must be 0 or more seconds")
+    if module.params["metrics_points"] < 0:
+        module.fail_json(msg="metrics_points must be 0 or more")
 
     def report_all() -> List[Dict[str, Any]]:
         now_wall, now_monotonic = time.time(), time.monotonic()
@@ -539,6 +699,9 @@ def main() -> None:
         reports, waited, ok = wait_for_jobs(report_all, float(module.params["wait_timeout"]))
     else:
         reports = report_all()
+    if module.params["metrics_points"] > 0:
+        for job, report in zip(jobs, reports):
+            report["metrics"] = job_metrics(job, max(2, module.params["metrics_points"]))
     result = {
         "changed": False,
         "jobs": reports,

@@ -5,6 +5,10 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
+import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -167,3 +171,114 @@ def test_log_file_rotates_at_its_size_cap(tmp_path: Path) -> None:
 def test_journal_entries_become_timestamped_lines() -> None:
     entry = {"MESSAGE": [104, 105, 255], "__REALTIME_TIMESTAMP": "1800000000123456"}
     assert helper.journal_line(entry) == "2027-01-15T08:00:00.123456Z hi\ufffd"
+
+
+# -- Prometheus textfile --------------------------------------------------------------
+
+METRICS_MODULE = HELPER_PATH.parents[1] / "files/unbroken_ckpt/training_metrics.py"
+
+
+def _textfile_job(tmp_path: Path, name: str) -> dict[str, Any]:
+    job = _job(
+        name=name,
+        unit=f"unbroken-job-{name}.service",
+        hang_timeout=0,
+        checkpoint_dir=str(tmp_path / name / "ckpt"),
+        status_file=str(tmp_path / name / "ckpt/status.json"),
+        state_dir=str(tmp_path / name / "state"),
+    )
+    os.makedirs(job["checkpoint_dir"])
+    os.makedirs(job["state_dir"])
+    (tmp_path / "config/jobs").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "config/jobs" / f"{name}.json").write_text(json.dumps(job))
+    return job
+
+
+def _samples(text: str) -> dict[str, float]:
+    """{'metric{labels}': value} of a text exposition (HELP/TYPE lines checked for form)."""
+    samples = {}
+    for line in text.splitlines():
+        if line.startswith("#"):
+            assert re.match(r"^# (HELP|TYPE) unbroken_training_\w+ ", line), line
+            continue
+        series, value = line.rsplit(" ", 1)
+        samples[series] = float(value)
+    return samples
+
+
+def test_watchdog_writes_every_jobs_metrics_to_the_prometheus_textfile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = time.time()
+    ref = _textfile_job(tmp_path, "ref")
+    (Path(ref["status_file"])).write_text(
+        json.dumps(
+            {
+                "schema": "unbroken.training/status",
+                "state": "training",
+                "step": 120,
+                "total_steps": 1000,
+                "loss": 0.5,
+                "samples_per_second": 64.0,
+                "updated_at": now - 3,
+                "last_checkpoint": {"name": "step-100", "step": 100, "created": now - 30},
+            }
+        )
+    )
+    (Path(ref["state_dir"]) / "runs.json").write_text(json.dumps({"runs": 3, "restarts": 2}))
+    # A user's own script: no status file, only the metrics stream.
+    own = _textfile_job(tmp_path, "own")
+    metrics = helper.load_metrics_module(str(METRICS_MODULE))
+    with metrics.MetricsWriter(os.path.join(own["checkpoint_dir"], "metrics.jsonl")) as writer:
+        writer.start(0)
+        writer.log(7, loss=2.25, samples_per_second=10.5)
+    units = {
+        ref["unit"]: {"ActiveState": "active", "SubState": "running", "NRestarts": "2"},
+        own["unit"]: {"ActiveState": "activating", "SubState": "auto-restart", "NRestarts": "1"},
+    }
+    monkeypatch.setattr(helper, "systemctl_show", lambda unit, _props: units[unit])
+    textfile = tmp_path / "node-exporter/unbroken_training.prom"
+
+    assert (
+        helper.main(
+            [
+                "--config-dir",
+                str(tmp_path / "config"),
+                "watchdog",
+                "--textfile",
+                str(textfile),
+                "--metrics-module",
+                str(METRICS_MODULE),
+            ]
+        )
+        == 0
+    )
+
+    samples = _samples(textfile.read_text())
+    assert samples['unbroken_training_job_step{job="ref"}'] == 120
+    assert samples['unbroken_training_job_total_steps{job="ref"}'] == 1000
+    assert samples['unbroken_training_job_loss{job="ref"}'] == 0.5
+    assert samples['unbroken_training_job_samples_per_second{job="ref"}'] == 64.0
+    assert samples['unbroken_training_job_restarts_total{job="ref"}'] == 2
+    assert 30 <= samples['unbroken_training_job_last_checkpoint_age_seconds{job="ref"}'] < 60
+    assert samples['unbroken_training_job_state{job="ref",state="training"}'] == 1
+    assert samples['unbroken_training_job_state{job="ref",state="hung"}'] == 0
+    assert samples['unbroken_training_job_step{job="own"}'] == 7
+    assert samples['unbroken_training_job_loss{job="own"}'] == 2.25
+    assert samples['unbroken_training_job_restarts_total{job="own"}'] == 1
+    assert samples['unbroken_training_job_state{job="own",state="restarting"}'] == 1
+    assert not [p for p in textfile.parent.iterdir() if p != textfile]  # no temporary left
+
+
+def test_watchdog_reports_a_textfile_it_cannot_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _textfile_job(tmp_path, "ref")
+    monkeypatch.setattr(helper, "systemctl_show", lambda _unit, _props: {})
+    config = str(tmp_path / "config")
+    missing = str(tmp_path / "nowhere.py")
+    assert helper.watchdog(config, str(tmp_path / "out.prom"), missing) == 1
+    assert "nowhere.py" in capsys.readouterr().err
+    assert helper.watchdog(config, str(tmp_path / "out.txt"), str(METRICS_MODULE)) == 1
+    assert "*.prom" in capsys.readouterr().err
+    assert helper.watchdog(config, "", missing) == 0  # disabled: nothing loaded or written

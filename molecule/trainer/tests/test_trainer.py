@@ -179,6 +179,34 @@ def test_01_trains_and_writes_checkpoints():
     assert doc["loss"] is not None and doc["samples_per_second"]
 
 
+def test_01b_prometheus_textfile_shows_the_jobs_current_step():
+    """#21.9: the watchdog's textfile on the host parses and follows the job's step."""
+    textfile = JOBS.get(
+        "trainer_prometheus_textfile", "/var/lib/prometheus/node-exporter/unbroken_training.prom"
+    )
+    wait_for("a committed checkpoint", checkpoints)
+    doc = wait_for(
+        "the job training", lambda: (status() or {}).get("state") == "training" and status()
+    )
+    before = doc["step"]  # the textfile must come from a later status (checkpoint included)
+
+    def exported() -> dict[str, float] | None:
+        result = sh(f"cat {textfile}", check=False)
+        samples = {}
+        for line in result.stdout.splitlines() if result.returncode == 0 else []:
+            if not line.startswith("#"):
+                series, value = line.rsplit(" ", 1)
+                samples[series] = float(value)
+        step = samples.get(f'unbroken_training_job_step{{job="{JOB}"}}')
+        return samples if step is not None and step > before else None
+
+    samples = wait_for("a textfile written after the step", exported, timeout=4 * WATCHDOG_INTERVAL)
+    assert samples[f'unbroken_training_job_step{{job="{JOB}"}}'] <= status()["step"]
+    assert samples[f'unbroken_training_job_state{{job="{JOB}",state="training"}}'] == 1
+    assert samples[f'unbroken_training_job_loss{{job="{JOB}"}}'] >= 0
+    assert samples[f'unbroken_training_job_last_checkpoint_age_seconds{{job="{JOB}"}}'] >= 0
+
+
 def test_02_container_runs_as_declared():
     """Effective container settings: init, non-root user, read-only runtime and data, label."""
     info = json.loads(sh(f"docker inspect {CONTAINER}").stdout)[0]

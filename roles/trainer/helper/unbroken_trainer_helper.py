@@ -21,6 +21,10 @@ sub-command reads the job's JSON definition written by the role
 ``watchdog``           restart every running job whose heartbeat (the status file the
                        checkpoint library writes) is older than its hang_timeout; each
                        kill is also logged to the job's own journal (``journalctl -u``).
+                       With ``--textfile``, then write every job's step, loss, samples/s,
+                       checkpoint age, restarts and state for node_exporter's textfile
+                       collector (the format is ``training_metrics.py`` of the runtime,
+                       loaded by path with ``--metrics-module``: one implementation).
 ``record-failure JOB`` write why a job's unit failed (result, last exit code, last log
                        lines) to ``<state_dir>/failure.json``; run by ``OnFailure=``.
 ``follow-log JOB``     copy the job's journal into a size-capped, rotated log file.
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import shlex
@@ -500,53 +505,144 @@ def unit_running(unit: str) -> Optional[Tuple[float, int]]:
     return monotonic_to_wall(started, time.time(), time.monotonic()), started
 
 
-def watchdog(config_dir: str) -> int:
-    hung_jobs = 0
-    for job in list_jobs(config_dir):
-        if not job.get("hang_timeout"):
-            continue  # 0: this job's watchdog is off
-        running = unit_running(job["unit"])
-        if running is None:
-            continue
-        started, run_id = running
-        verdict = heartbeat_verdict(
-            read_status(job["status_file"]),
-            started,
-            float(job["hang_timeout"]),
-            time.time(),
-            float(job.get("startup_timeout") or 0),
-        )
-        record_path = os.path.join(job["state_dir"], WATCHDOG_FILE)
-        record = read_json(record_path) or {"kills": 0}
-        record.update(verdict, checked_at=time.time(), job=job["name"])
-        if verdict["hung"] and record.get("last_kill_run") == run_id:
-            print("job {}: killed container not gone yet".format(job["name"]), flush=True)
-        elif verdict["hung"]:
-            hung_jobs += 1
-            message = (
-                "job {}: no heartbeat for {:.0f}s ({} {:.0f}s, last step {}); killing "
-                "container {} so systemd restarts it from the newest checkpoint".format(
-                    job["name"],
-                    verdict["heartbeat_age"],
-                    "hang_timeout" if verdict["started"] else "startup_timeout",
-                    verdict["limit"],
-                    verdict["step"],
-                    job["container"],
-                )
-            )
-            print(message, flush=True)
-            log_to_job_journal(job, "hang watchdog: " + message)
-            subprocess.run(
-                [docker_binary(), "kill", "--signal", "KILL", job["container"]],
-                capture_output=True,
-                check=False,
-            )
-            record["kills"] = int(record.get("kills", 0)) + 1
-            record["last_kill_at"] = time.time()
-            record["last_kill_step"] = verdict["step"]
-            record["last_kill_run"] = run_id
-        write_json(record_path, record)
+def watchdog(
+    config_dir: str, textfile: Optional[str] = None, metrics_module: Optional[str] = None
+) -> int:
+    jobs = list_jobs(config_dir)
+    for job in jobs:
+        watch_job(job)
+    if not textfile:
+        return 0
+    try:
+        metrics = load_metrics_module(metrics_module or default_metrics_module())
+        text = metrics.render_textfile([job_metrics(job, metrics) for job in jobs])
+        os.makedirs(os.path.dirname(os.path.abspath(textfile)), mode=0o755, exist_ok=True)
+        metrics.write_textfile(textfile, text)
+    except (OSError, ValueError, ImportError) as exc:
+        # The hang checks above are done; a monitoring file must not hide them.
+        print(f"cannot write the Prometheus textfile {textfile}: {exc}", file=sys.stderr)
+        return 1
     return 0
+
+
+def watch_job(job: Dict[str, Any]) -> int:
+    """Check one job's heartbeat; kill it when hung. 1 when this check killed it."""
+    hung_jobs = 0
+    if not job.get("hang_timeout"):
+        return 0  # 0: this job's watchdog is off
+    running = unit_running(job["unit"])
+    if running is None:
+        return 0
+    started, run_id = running
+    verdict = heartbeat_verdict(
+        read_status(job["status_file"]),
+        started,
+        float(job["hang_timeout"]),
+        time.time(),
+        float(job.get("startup_timeout") or 0),
+    )
+    record_path = os.path.join(job["state_dir"], WATCHDOG_FILE)
+    record = read_json(record_path) or {"kills": 0}
+    record.update(verdict, checked_at=time.time(), job=job["name"])
+    if verdict["hung"] and record.get("last_kill_run") == run_id:
+        print("job {}: killed container not gone yet".format(job["name"]), flush=True)
+    elif verdict["hung"]:
+        hung_jobs += 1
+        message = (
+            "job {}: no heartbeat for {:.0f}s ({} {:.0f}s, last step {}); killing "
+            "container {} so systemd restarts it from the newest checkpoint".format(
+                job["name"],
+                verdict["heartbeat_age"],
+                "hang_timeout" if verdict["started"] else "startup_timeout",
+                verdict["limit"],
+                verdict["step"],
+                job["container"],
+            )
+        )
+        print(message, flush=True)
+        log_to_job_journal(job, "hang watchdog: " + message)
+        subprocess.run(
+            [docker_binary(), "kill", "--signal", "KILL", job["container"]],
+            capture_output=True,
+            check=False,
+        )
+        record["kills"] = int(record.get("kills", 0)) + 1
+        record["last_kill_at"] = time.time()
+        record["last_kill_step"] = verdict["step"]
+        record["last_kill_run"] = run_id
+    write_json(record_path, record)
+    return hung_jobs
+
+
+# -- Prometheus textfile ----------------------------------------------------------------
+
+
+def default_metrics_module() -> str:
+    """The runtime's metrics module as the role deploys it (runtime dir beside bin dir)."""
+    here = os.path.dirname(os.path.realpath(__file__))
+    return os.path.join(os.path.dirname(here), "runtime", "unbroken_ckpt", "training_metrics.py")
+
+
+def load_metrics_module(path: str) -> Any:
+    """Load the runtime's ``training_metrics.py`` by path.
+
+    Importing the ``unbroken_ckpt`` package would import torch; this one file is standard
+    library only, so the textfile format has one implementation for the runtime, the
+    Ansible plugins and this helper.
+    """
+    spec = importlib.util.spec_from_file_location("unbroken_training_metrics", path)
+    if spec is None or spec.loader is None or not os.path.isfile(path):
+        raise ImportError(f"no metrics module at {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def textfile_state(props: Mapping[str, str], status: Optional[Dict[str, Any]], hung: bool) -> str:
+    """One word for the textfile: the trainer's own state while its run is current."""
+    active, sub = props.get("ActiveState", ""), props.get("SubState", "")
+    state = status.get("state") if status else None
+    if active == "active" and sub == "running":
+        if hung:
+            return "hung"
+        return state if state in ("starting", "training", "stopping") else "starting"
+    if active == "activating" and sub == "auto-restart":
+        return "restarting"
+    if active == "activating":
+        return "starting"
+    if active == "deactivating":
+        return "stopping"
+    if active == "failed":
+        return "failed"
+    return state if state in ("finished", "stopped", "failed") else "stopped"
+
+
+def job_metrics(
+    job: Dict[str, Any], metrics: Any, props: Optional[Mapping[str, str]] = None
+) -> Dict[str, Any]:
+    """A job's row of the textfile, from its unit, status file, metrics stream and runs."""
+    if props is None:
+        props = systemctl_show(job["unit"], ["ActiveState", "SubState", "NRestarts"])
+    status = read_status(job["status_file"]) or {}
+    runs = read_json(os.path.join(job["state_dir"], RUNS_FILE)) or {}
+    record = read_json(os.path.join(job["state_dir"], WATCHDOG_FILE)) or {}
+    # A user's own script may write only the metrics stream: its newest record fills in.
+    latest = metrics.latest_record(job["checkpoint_dir"]) or {}
+    row: Dict[str, Any] = {"name": job["name"]}
+    for key in ("step", "loss", "samples_per_second"):
+        value = status.get(key)
+        row[key] = value if value is not None else latest.get(key)
+    row["total_steps"] = status.get("total_steps")
+    updated = status.get("updated_at")
+    if isinstance(updated, (int, float)):
+        row["heartbeat_age_seconds"] = round(max(0.0, time.time() - updated), 1)
+    row["last_checkpoint"] = status.get("last_checkpoint")
+    restarts = runs.get("restarts")
+    if not isinstance(restarts, int) and props.get("NRestarts", "").isdigit():
+        restarts = int(props["NRestarts"])
+    row["restarts"] = restarts
+    row["state"] = textfile_state(props, status or None, bool(record.get("hung")))
+    return row
 
 
 # -- failure reasons ---------------------------------------------------------------
@@ -696,6 +792,14 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--config-dir", default=DEFAULT_CONFIG_DIR)
     parser.add_argument(
+        "--textfile", default="", help="watchdog: also write this Prometheus textfile (*.prom)"
+    )
+    parser.add_argument(
+        "--metrics-module",
+        default="",
+        help="training_metrics.py of the runtime (default: ../runtime/unbroken_ckpt/)",
+    )
+    parser.add_argument(
         "action",
         choices=(
             "run",
@@ -719,7 +823,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     try:
         if args.action == "watchdog":
-            return watchdog(args.config_dir)
+            return watchdog(args.config_dir, args.textfile, args.metrics_module)
         job = load_job(args.config_dir, args.job)
         if args.action == "run":
             run_job(job)

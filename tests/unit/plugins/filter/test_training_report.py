@@ -363,6 +363,7 @@ def test_filter_module_exports_the_documented_filters() -> None:
     assert names == {
         "training_table",
         "training_curves",
+        "training_metrics_curves",
         "training_svg_chart",
         "training_batch_size",
     }
@@ -435,3 +436,90 @@ def test_wall_clock_view_shows_a_hang_as_a_shaded_gap() -> None:
     assert "wall-clock time" in svg
     with pytest.raises(AnsibleFilterError):
         report.training_svg_chart(curves, x="epoch")
+
+
+# -- curves from the metrics stream (training_status metrics_points) -------------------
+
+
+def _summary() -> dict[str, Any]:
+    """What training_status returns for a stream: two runs, a hang restart, checkpoints."""
+    first = [
+        {"step": s, "time": 1000.0 + s, "loss": 1.0 / s, "lr": 0.1, "run": 0, "acc": s / 300}
+        for s in range(10, 210, 10)
+    ]
+    second = [
+        {"step": s, "time": 1300.0 + s, "loss": 1.0 / s, "lr": 0.05, "run": 1}
+        for s in range(110, 310, 10)
+    ]
+    for point in first:
+        point["samples_per_second"] = 320.0
+    return {
+        "points": first[:10] + second,
+        "records": 300,
+        "scalars": ["acc", "loss", "lr", "samples_per_second"],
+        "runs": [
+            {"step": 0, "time": 1000.0, "previous_end": None, "host_cause": "operator"},
+            {
+                "step": 100,
+                "time": 1405.0,
+                "checkpoint": "step-000100",
+                "previous_end": "interrupted",
+                "host_cause": "hang",
+                "down_seconds": 310.0,
+            },
+            {"step": 300, "time": 1700.0, "previous_end": "failed", "host_cause": None},
+        ],
+        "checkpoints": [
+            {"step": 100, "time": 1100.0, "name": "step-000100"},
+            {"step": 200, "time": 1500.0, "name": "step-000200"},
+        ],
+        "ends": [],
+        "files": 3,
+        "bad_lines": 0,
+    }
+
+
+def test_metrics_curves_mark_restarts_with_their_cause_and_keep_every_series() -> None:
+    curves = report.metrics_curves(_summary(), batch_size=32)
+    assert curves["source"] == "metrics" and curves["runs"] == 3
+    assert [(r["step"], r["cause"]) for r in curves["restarts"]] == [(100, "hang"), (300, "crash")]
+    assert curves["restart_causes"] == {"hang": 1, "crash": 1}
+    assert curves["restarts"][0]["down_seconds"] == 310.0
+    assert curves["user_scalars"] == ["acc"]
+    assert [c["name"] for c in curves["checkpoints"]] == ["step-000100", "step-000200"]
+    points = curves["points"]
+    assert points[0]["samples_per_second"] == 320.0  # the script's own rate is kept
+    # Run 2 logged no rate: computed from the batch size within the run (10 steps per 10 s).
+    assert points[11]["samples_per_second"] == pytest.approx(32.0)
+    assert "samples_per_second" not in points[10]  # no rate across the restart
+
+
+def test_a_start_without_the_roles_record_takes_its_cause_from_how_the_last_run_ended() -> None:
+    summary = _summary()
+    for run in summary["runs"]:
+        run["host_cause"] = None
+    causes = [r["cause"] for r in report.metrics_curves(summary)["restarts"]]
+    assert causes == ["interrupted", "crash"]
+
+
+def test_metrics_charts_draw_checkpoints_restarts_lr_and_user_scalars() -> None:
+    curves = report.metrics_curves(_summary())
+    loss = ET.fromstring(report.training_svg_chart(curves, y="loss"))
+    ns = "{http://www.w3.org/2000/svg}"
+    marks = [e for e in loss.iter(ns + "line") if e.get("class") == "checkpoint"]
+    assert [m.find(ns + "title").text for m in marks] == [
+        "step-000100 (step 100)",
+        "step-000200 (step 200)",
+    ]
+    restart_labels = [t.text for t in loss.iter(ns + "text") if t.get("fill") == "#d33"]
+    assert restart_labels == ["hang 5m10s", "crash"]
+    for series in ("lr", "acc"):
+        chart = ET.fromstring(report.training_svg_chart(curves, y=series))
+        assert len(list(chart.iter(ns + "polyline"))) >= 1
+    without = dict(curves, checkpoints=[])
+    assert "checkpoint" not in report.training_svg_chart(without, y="loss")
+
+
+def test_metrics_curves_refuse_what_is_not_a_summary() -> None:
+    with pytest.raises(AnsibleFilterError, match="metrics summary"):
+        report.metrics_curves(["not", "a", "summary"])

@@ -620,3 +620,88 @@ def test_module_wait_fails_naming_the_job_that_did_not_settle(
     _write_status(job["status_file"], time.time())
     result = _run_module({**args, "wait_timeout": 5}, capsys)
     assert "failed" not in result and result["msg"] == "demo trains (step 120)"
+
+
+# -- the metrics stream: the whole history, thinned on the host --------------------------
+
+from ansible_collections.unbroken.training.plugins.module_utils import (  # noqa: E402
+    training_metrics as tm,
+)
+
+
+class _Clock:
+    def __init__(self, start: float) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _two_runs_with_rotation(directory: str) -> _Clock:
+    """Run 1: steps 1..300 with checkpoints at 100, 200 and 300, then killed (no end).
+    Run 2 resumes from step 200 (as if checkpoint 300 were invalid) and trains to 400."""
+    clock = _Clock(1_000.0)
+    path = os.path.join(directory, "metrics.jsonl")
+    with tm.MetricsWriter(path, max_bytes=4096, backups=50, clock=clock) as writer:
+        writer.start(0)
+        for step in range(1, 301):
+            clock.now += 1.0
+            writer.log(step, loss=1.0 / step, lr=0.1, samples_per_second=32.0, accuracy=step / 400)
+            if step % 100 == 0:
+                writer.checkpoint(step, name=f"step-{step:06d}")
+    clock.now += 50.0  # 50 s down: killed, restarted by systemd
+    with tm.MetricsWriter(path, max_bytes=4096, backups=50, clock=clock) as writer:
+        writer.start(200, checkpoint="step-000200")
+        for step in range(201, 401):
+            clock.now += 1.0
+            writer.log(step, loss=float("nan") if step == 250 else 1.0 / step, lr=0.05)
+    return clock
+
+
+def test_metrics_summary_is_the_whole_deduplicated_history_thinned(
+    job: dict[str, Any],
+) -> None:
+    _two_runs_with_rotation(job["checkpoint_dir"])
+    # The helper recorded why run 2 started (just before the trainer's start event).
+    Path(job["state_dir"], "runs.json").write_text(
+        json.dumps(
+            {
+                "history": [
+                    {"run": 1, "at": 999.0, "cause": "operator"},
+                    {"run": 2, "at": 1_340.0, "cause": "hang"},
+                ]
+            }
+        )
+    )
+    summary = training_status.job_metrics(job, 50)
+    assert summary is not None
+    assert summary["files"] > 3  # rotated: the history spans several files
+    assert summary["records"] == 400  # steps 201..300 of run 1 were redone by run 2
+    points = summary["points"]
+    assert len(points) <= 52  # 50, plus each run's first step
+    steps = [p["step"] for p in points]
+    assert steps == sorted(set(steps)) and steps[0] == 1 and steps[-1] == 400
+    assert 201 in steps  # run 2's first step is kept for its segment
+    assert {p["run"] for p in points if p["step"] <= 200} == {0}
+    assert {p["run"] for p in points if p["step"] > 200} == {1}
+    assert [p["lr"] for p in points if p["step"] in (1, 400)] == [0.1, 0.05]
+    assert "accuracy" in summary["scalars"]
+    json.dumps(summary, allow_nan=False)  # non-finite values are nulls, Ansible's JSON holds it
+    first, second = summary["runs"]
+    assert first["host_cause"] == "operator" and first["previous_end"] is None
+    assert second["host_cause"] == "hang" and second["previous_end"] == "interrupted"
+    assert second["step"] == 200 and second["checkpoint"] == "step-000200"
+    assert second["down_seconds"] == pytest.approx(151.0)  # step 200 at 1200 s to 201 at 1351 s
+    # The checkpoint at 300 was abandoned by the resume from 200.
+    assert [c["step"] for c in summary["checkpoints"]] == [100, 200]
+
+
+def test_report_carries_the_newest_metrics_record_and_no_summary_by_default(
+    job: dict[str, Any],
+) -> None:
+    assert training_status.job_metrics(job, 10) is None  # no stream
+    _two_runs_with_rotation(job["checkpoint_dir"])
+    report = training_status.job_report(job, _show(), NOW_WALL, NOW_MONO)
+    assert report["metrics_latest"]["step"] == 400
+    assert report["metrics_latest"]["lr"] == 0.05
+    assert "metrics" not in report
