@@ -191,9 +191,10 @@ def test_report_playbook_writes_html_with_curves_for_every_job() -> None:
     html = report.read_text()
     for name in GPU_NODES:
         assert f"{JOB} on {name}" in html
-    assert html.count("<svg") == 2 * len(GPU_NODES)
-    # Curves drawn from real log lines, not the "no data" placeholder.
-    assert html.count("<polyline") >= 2 * len(GPU_NODES)
+    # Loss, samples/s and the learning rate, from each job's metrics stream.
+    assert html.count("<svg") == 3 * len(GPU_NODES)
+    # Curves drawn from real data, not the "no data" placeholder.
+    assert html.count("<polyline") >= 3 * len(GPU_NODES)
     assert "<script" not in html
 
 
