@@ -37,10 +37,10 @@ def command(ckpt_dir: Path, *extra: object) -> list[str]:
     return [sys.executable, str(TRAIN), "--checkpoint-dir", str(ckpt_dir), *SMALL, *map(str, extra)]
 
 
-def run_train(ckpt_dir: Path, *extra: object) -> subprocess.CompletedProcess[str]:
-    """Run the reference script to completion and return its output."""
+def run_to_end(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run a command (the script, or torchrun with it) to completion; return its output."""
     return subprocess.run(
-        command(ckpt_dir, *extra),
+        argv,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -48,6 +48,11 @@ def run_train(ckpt_dir: Path, *extra: object) -> subprocess.CompletedProcess[str
         timeout=WAIT,
         check=False,
     )
+
+
+def run_train(ckpt_dir: Path, *extra: object) -> subprocess.CompletedProcess[str]:
+    """Run the reference script to completion and return its output."""
+    return run_to_end(command(ckpt_dir, *extra))
 
 
 class Trainer:

@@ -24,7 +24,16 @@ from typing import Any
 
 import pytest
 import torch
-from runtime_helpers import SMALL, TRAIN, WAIT, Trainer, _env, assert_bitwise_equal, load_payload
+from runtime_helpers import (
+    SMALL,
+    TRAIN,
+    WAIT,
+    Trainer,
+    _env,
+    assert_bitwise_equal,
+    load_payload,
+    run_to_end,
+)
 
 STEPS, INTERVAL = 40, 10
 PACE = ["--step-sleep", "0.02"]
@@ -89,15 +98,7 @@ class Job(Trainer):
 
 
 def run_job(ckpt_dir: Path, *extra: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        torchrun_command(ckpt_dir, *extra),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=_env(),
-        timeout=WAIT,
-        check=False,
-    )
+    return run_to_end(torchrun_command(ckpt_dir, *extra))
 
 
 def _plain(value: Any) -> Any:
