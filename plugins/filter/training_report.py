@@ -592,6 +592,8 @@ def training_svg_chart(
     ys = [float(p[y]) for p in points]
     x_low, x_high = min(xs), max(xs)
     y_low, y_high = min(ys), max(ys)
+    if not y_from_zero and 0.0 <= y_low <= 0.05 * (y_high - y_low):
+        y_from_zero = True  # the data come down to about 0 anyway (a decayed learning rate)
     if y_from_zero:
         y_low, y_high = min(0.0, y_low), max(0.0, y_high)
     if x_high == x_low:
@@ -635,7 +637,7 @@ def training_svg_chart(
         )
     axis = "wall-clock time since the first point" if x == "time" else "step"
     if not y_from_zero:
-        axis += f" (y axis from {_label(_ticks(y_low, y_high)[0])}, not 0)"
+        axis += f" (y axis from {_label(y_low)}, not 0)"
     parts.append(
         f'<text x="{width / 2:.0f}" y="{height - 3}" text-anchor="middle" font-size="10">'
         f"{html.escape(axis)}</text>"

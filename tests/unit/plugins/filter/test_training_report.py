@@ -424,6 +424,18 @@ def test_step_labels_are_plain_numbers_and_throughput_starts_at_zero() -> None:
     assert report._label(25000.0) == "25000" and report._label(0.0125) == "0.0125"
 
 
+def test_the_axis_caption_names_where_the_axis_really_starts() -> None:
+    def chart(values: list[float]) -> str:
+        points = [{"step": i, "time": float(i), "lr": v} for i, v in enumerate(values)]
+        return report.training_svg_chart({"points": points}, y="lr")
+
+    # A learning rate decayed to about 0: the axis starts at 0 and says nothing.
+    decayed = chart([0.003, 0.001, 1e-6, 7e-14])
+    assert "not 0" not in decayed
+    # Data far from 0: the caption names the data's lowest value, where the axis begins.
+    assert "(y axis from 0.1, not 0)" in chart([0.3, 0.2, 0.1])
+
+
 def test_wall_clock_view_shows_a_hang_as_a_shaded_gap() -> None:
     curves = report.training_curves(CAUSES_LOG, batch_size=1)
     svg = report.training_svg_chart(curves, y="loss", x="time")
