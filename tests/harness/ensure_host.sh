@@ -11,6 +11,7 @@ PACKAGES=(
   docker.io debootstrap iptables iproute2 conntrack
   openssh-client openssh-server tmux mosh locales
   docker-registry apache2-utils gnupg dpkg-dev openssl curl rsync
+  chromium
 )
 
 log() { printf '[ensure_host] %s\n' "$*" >&2; }
