@@ -209,22 +209,32 @@ def job_note(job: Mapping[str, Any]) -> str:
     return "; ".join(note_parts(job))
 
 
+def _from_metrics(job: Mapping[str, Any], key: str) -> Any:
+    """The status file's value, else the metrics stream's newest (a script of one's own
+    may log metrics and write no status file)."""
+    value = job.get(key)
+    latest = job.get("metrics_latest")
+    if value is None and isinstance(latest, Mapping):
+        return latest.get(key)
+    return value
+
+
 def table_row(host: str, job: Mapping[str, Any]) -> List[str]:
     total = job.get("total_steps")
-    step = _number(job.get("step"), "{:d}")
+    step = _number(_from_metrics(job, "step"), "{:d}")
     if step != "-" and isinstance(total, int) and not isinstance(total, bool):
         step = f"{step}/{total}"
     checkpoint = job.get("last_checkpoint")
     age = checkpoint.get("age_seconds") if isinstance(checkpoint, Mapping) else None
     state = job_state(job)
     # A rate is only true while the job trains; a hung, failed or stopped job has none.
-    rate = job.get("samples_per_second") if state == "training" else None
+    rate = _from_metrics(job, "samples_per_second") if state == "training" else None
     return [
         host,
         str(job.get("name", "?")),
         state,
         step,
-        _number(job.get("loss"), "{:.4g}"),
+        _number(_from_metrics(job, "loss"), "{:.4g}"),
         _number(rate, "{:.1f}"),
         human_age(age),
         _number(job.get("restarts"), "{:d}"),

@@ -160,6 +160,16 @@ def test_samples_per_second_only_while_training() -> None:
     assert report.table_row("h", job())[5] == "812.3"
 
 
+def test_a_script_without_a_status_file_shows_its_metrics_stream() -> None:
+    latest = {"step": 4321, "loss": 0.5, "samples_per_second": 99.0}
+    bare = job(step=None, loss=None, samples_per_second=None, total_steps=None)
+    assert report.table_row("h", bare)[3:6] == ["-", "-", "-"]
+    row = report.table_row("h", dict(bare, metrics_latest=latest))
+    assert row[3:6] == ["4321", "0.5", "99.0"]
+    # The status file, where there is one, stays what the table shows.
+    assert report.table_row("h", job(metrics_latest=latest))[3] == "1200/100000"
+
+
 def test_note_says_why_the_current_run_started_and_what_was_skipped() -> None:
     crashed = job(
         checked_at=1000.0,
