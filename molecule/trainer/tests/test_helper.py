@@ -506,3 +506,18 @@ def test_the_helpers_actions_send_their_alerts(
     ]
     assert events[2]["exit_code"] == 3 and events[2]["restarts"] == 3
     assert "crash-loop limit reached" in events[2]["reason"]
+
+
+def test_post_stop_reads_the_hooks_the_role_wrote(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = _alert_job(tmp_path)
+    config = tmp_path / "config"
+    (config / "jobs").mkdir(parents=True)
+    (config / "jobs" / "demo.json").write_text(json.dumps(job))
+    out = tmp_path / "events.jsonl"
+    (config / "alerts.json").write_text(json.dumps({"command": _recorder(out)}))
+    _write_status(job, state="finished", step=100)
+    monkeypatch.setenv("SERVICE_RESULT", "success")
+    assert helper.main(["--config-dir", str(config), "post-stop", "demo"]) == 0
+    assert [(e["event"], e["job"], e["step"]) for e in _events(out)] == [("finished", "demo", 100)]
