@@ -765,7 +765,7 @@ def alert_event(
     document = {
         "event": event,
         "job": job["name"],
-        "host": socket.getfqdn(),
+        "host": socket.gethostname(),  # not getfqdn: a DNS lookup may hang
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "step": status.get("step"),
         "reason": reason,
