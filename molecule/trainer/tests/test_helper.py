@@ -4,10 +4,14 @@
 
 from __future__ import annotations
 
+import http.server
 import importlib.util
 import json
 import os
 import re
+import socket
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -282,3 +286,238 @@ def test_watchdog_reports_a_textfile_it_cannot_write(
     assert helper.watchdog(config, str(tmp_path / "out.txt"), str(METRICS_MODULE)) == 1
     assert "*.prom" in capsys.readouterr().err
     assert helper.watchdog(config, "", missing) == 0  # disabled: nothing loaded or written
+
+
+# -- alerts ----------------------------------------------------------------------------
+
+SECRET = "Bearer s3cret-token-never-printed"
+
+
+class _Listener:
+    """A real HTTP server on 127.0.0.1 (ephemeral port) that records what it is POSTed."""
+
+    def __init__(self, status: int = 204) -> None:
+        received: list[dict[str, Any]] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                received.append(
+                    {
+                        "path": self.path,
+                        "headers": dict(self.headers),
+                        "body": json.loads(self.rfile.read(length)),
+                    }
+                )
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.received = received
+        self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> _Listener:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+def _alert_job(tmp_path: Path, name: str = "demo") -> dict[str, Any]:
+    state = tmp_path / "state" / name
+    state.mkdir(parents=True)
+    ckpt = tmp_path / "ckpt" / name
+    ckpt.mkdir(parents=True)
+    return {
+        "name": name,
+        "unit": f"unbroken-job-{name}.service",
+        "container": f"unbroken-job-{name}",
+        "state_dir": str(state),
+        "status_file": str(ckpt / "status.json"),
+        "checkpoint_dir": str(ckpt),
+        "hang_timeout": 30,
+        "startup_timeout": 30,
+        "restart_limit_burst": 3,
+        "restart_limit_interval": 60,
+    }
+
+
+def _write_status(job: dict[str, Any], **fields: Any) -> None:
+    status = {"schema": "unbroken.training/status", "updated_at": time.time(), **fields}
+    Path(job["status_file"]).write_text(json.dumps(status))
+
+
+def _recorder(path: Path) -> list[str]:
+    """A real command hook: appends its stdin (one event) as one line to ``path``."""
+    code = "import sys; open(sys.argv[1], 'a').write(sys.stdin.read() + '\\n')"
+    return [sys.executable, "-c", code, str(path)]
+
+
+def _events(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+@pytest.fixture(autouse=True)
+def _no_host_journal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hook problems go to the job's journal: never the real one of the test machine."""
+    monkeypatch.setattr(helper, "JOURNAL_SOCKET", str(tmp_path / "no-journal.sock"))
+
+
+def test_alert_posts_json_to_a_webhook_and_feeds_a_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = _alert_job(tmp_path)
+    out = tmp_path / "events.jsonl"
+    with _Listener() as listener:
+        alerts = {
+            "command": _recorder(out),
+            "webhook_url": listener.url,
+            "webhook_headers": {"Authorization": SECRET},
+            "events": list(helper.ALERT_EVENTS),
+            "timeout": 5,
+        }
+        problems = helper.send_alert(job, alerts, "hang", {"step": 42}, "no heartbeat")
+    assert problems == []
+    (post,) = listener.received
+    assert post["path"] == "/hook"
+    assert post["headers"]["Content-Type"] == "application/json"
+    assert post["headers"]["Authorization"] == SECRET
+    body = post["body"]
+    assert body["event"] == "hang" and body["job"] == "demo" and body["step"] == 42
+    assert body["reason"] == "no heartbeat" and body["host"] and body["time"].endswith("Z")
+    assert _events(out) == [body]  # the command got the same document on stdin
+    captured = capsys.readouterr()
+    assert SECRET not in captured.out + captured.err
+
+
+def test_a_failing_hook_is_reported_and_never_raises(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = _alert_job(tmp_path)
+    with _Listener(status=500) as listener:
+        alerts = {
+            "command": [sys.executable, "-c", "import sys; sys.exit('hook broke')"],
+            "webhook_url": listener.url + "?token=s3cret-in-url",
+            "webhook_headers": {"Authorization": SECRET},
+            "timeout": 5,
+        }
+        problems = helper.send_alert(job, alerts, "finished", {"step": 9}, "done")
+    assert len(listener.received) == 1
+    assert len(problems) == 2
+    assert "exited with 1: hook broke" in problems[0] and "HTTP 500" in problems[1]
+    # A URL http.client refuses (a space) is one more failing hook, not an exception.
+    alerts = {"webhook_url": "http://127.0.0.1:9/a b", "timeout": 2}
+    assert helper.send_alert(job, alerts, "finished", {}, "done") == [
+        "alert webhook failed (InvalidURL)"
+    ]
+    # Nothing listens on a closed port; a command that does not exist.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}/"
+    alerts = {"command": [str(tmp_path / "absent")], "webhook_url": closed, "timeout": 2}
+    assert len(helper.send_alert(job, alerts, "finished", {}, "done")) == 2
+    captured = capsys.readouterr()
+    assert "(ignored)" in captured.err
+    assert SECRET not in captured.out + captured.err
+    assert "s3cret-in-url" not in captured.out + captured.err
+
+
+def test_alerts_only_for_the_configured_events(tmp_path: Path) -> None:
+    job = _alert_job(tmp_path)
+    out = tmp_path / "events.jsonl"
+    alerts = {"command": _recorder(out), "events": ["crash_loop"]}
+    helper.send_alert(job, alerts, "finished", {}, "done")
+    helper.send_alert(job, None, "crash_loop", {}, "no hooks configured")
+    assert _events(out) == []
+    helper.send_alert(job, alerts, "crash_loop", {}, "limit reached")
+    assert [e["event"] for e in _events(out)] == ["crash_loop"]
+
+
+def test_checkpoint_failed_alerts_once_per_distinct_error(tmp_path: Path) -> None:
+    job = _alert_job(tmp_path)
+    out = tmp_path / "events.jsonl"
+    alerts = {"command": _recorder(out)}
+    _write_status(job, state="training", step=5, checkpoint_error=None)
+    helper.check_checkpoint_error(job, alerts)
+    assert _events(out) == []
+    _write_status(job, state="training", step=6, checkpoint_error="No space left on device")
+    for _tick in range(3):
+        helper.check_checkpoint_error(job, alerts)
+    _write_status(job, state="training", step=8, checkpoint_error="Permission denied")
+    helper.check_checkpoint_error(job, alerts)
+    helper.check_checkpoint_error(job, alerts)
+    events = _events(out)
+    assert [(e["event"], e["step"], e["checkpoint_error"]) for e in events] == [
+        ("checkpoint_failed", 6, "No space left on device"),
+        ("checkpoint_failed", 8, "Permission denied"),
+    ]
+
+
+def test_the_helpers_actions_send_their_alerts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = _alert_job(tmp_path)
+    out = tmp_path / "events.jsonl"
+    alerts = {"command": _recorder(out)}
+    # finished: post-stop of a run that wrote state finished and exited 0.
+    Path(job["state_dir"], "runs.json").write_text(json.dumps({"last_start": {"run": 1, "at": 1}}))
+    _write_status(job, state="finished", step=100, total_steps=100)
+    helper.post_stop(job, {"SERVICE_RESULT": "exit-code", "EXIT_CODE": "exited"}, alerts)
+    assert _events(out) == []
+    helper.post_stop(job, {"SERVICE_RESULT": "success", "EXIT_CODE": "exited"}, alerts)
+    # hang: the watchdog kills a run whose heartbeat is old ('true' stands in for docker).
+    _write_status(job, state="training", step=55)
+    Path(job["status_file"]).touch()
+    monkeypatch.setattr(helper, "unit_running", lambda _unit: (time.time() + 5, 7))
+    monkeypatch.setattr(helper, "docker_binary", lambda: "true")
+    monkeypatch.setattr(
+        helper,
+        "heartbeat_verdict",
+        lambda *_a, **_k: {
+            "hung": True,
+            "step": 55,
+            "heartbeat_age": 99.0,
+            "limit": 30.0,
+            "started": True,
+            "hang_timeout": 30,
+        },
+    )
+    assert helper.watch_job(job, alerts) == 1
+    # crash_loop: the failure unit finds systemd's crash-loop message.
+    props = {"Result": "exit-code", "ExecMainStatus": "3", "NRestarts": "3"}
+    monkeypatch.setattr(helper, "systemctl_show", lambda _unit, _props: props)
+    limit = {"SYSLOG_IDENTIFIER": "systemd", "MESSAGE": "Start request repeated too quickly."}
+    monkeypatch.setattr(helper, "journal_entries", lambda _unit, _count: [limit])
+    helper.record_failure(job, alerts)
+    events = _events(out)
+    assert [(e["event"], e["step"]) for e in events] == [
+        ("finished", 100),
+        ("hang", 55),
+        ("crash_loop", 55),
+    ]
+    assert events[2]["exit_code"] == 3 and events[2]["restarts"] == 3
+    assert "crash-loop limit reached" in events[2]["reason"]
+
+
+def test_post_stop_reads_the_hooks_the_role_wrote(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = _alert_job(tmp_path)
+    config = tmp_path / "config"
+    (config / "jobs").mkdir(parents=True)
+    (config / "jobs" / "demo.json").write_text(json.dumps(job))
+    out = tmp_path / "events.jsonl"
+    (config / "alerts.json").write_text(json.dumps({"command": _recorder(out)}))
+    _write_status(job, state="finished", step=100)
+    monkeypatch.setenv("SERVICE_RESULT", "success")
+    assert helper.main(["--config-dir", str(config), "post-stop", "demo"]) == 0
+    assert [(e["event"], e["job"], e["step"]) for e in _events(out)] == [("finished", "demo", 100)]

@@ -29,12 +29,19 @@ sub-command reads the job's JSON definition written by the role
                        lines) to ``<state_dir>/failure.json``; run by ``OnFailure=``.
 ``follow-log JOB``     copy the job's journal into a size-capped, rotated log file.
 ``show-command JOB``   print the ``docker run`` command line.
+
+Alerts: ``record-failure`` (crash loop), ``watchdog`` (a hang kill; a new checkpoint
+error, once per distinct error) and ``post-stop`` (a finished run) call the hooks in
+``<config_dir>/alerts.json`` (root only, it may hold tokens): a command given the event
+JSON on stdin and/or a webhook POSTed the same JSON. A failing hook is logged, never
+raised: the job's own handling goes on.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
 import importlib.util
 import json
 import os
@@ -45,6 +52,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 DEFAULT_CONFIG_DIR = "/etc/unbroken/trainer"
@@ -57,6 +66,9 @@ RUN_HISTORY = 50  # starts kept in runs.json (the report reads the causes from t
 BOOT_MARKER = "/run/unbroken-trainer/boot"
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
 LOG_LINES_IN_REASON = 15
+ALERTS_FILE = "alerts.json"  # in the config dir
+ALERT_STATE_FILE = "alerts.json"  # in a job's state dir: the last checkpoint error alerted
+ALERT_EVENTS = ("crash_loop", "hang", "finished", "checkpoint_failed")
 # Seconds ``stop`` waits, after the container is gone, for ``docker run`` to exit.
 MAIN_EXIT_WAIT = 15.0
 
@@ -325,10 +337,22 @@ def record_start(job: Dict[str, Any]) -> None:
         print(f"warning: cannot write {path}: {exc}", flush=True)
 
 
-def post_stop(job: Dict[str, Any], env: Mapping[str, str]) -> None:
+def post_stop(
+    job: Dict[str, Any], env: Mapping[str, str], alerts: Optional[Dict[str, Any]] = None
+) -> None:
     """Record how the run ended, from the variables systemd gives ExecStopPost=."""
     path = os.path.join(job["state_dir"], RUNS_FILE)
     record = read_json(path) or {}
+    started = float((record.get("last_start") or {}).get("at") or 0)
+    status = read_status(job["status_file"]) or {}
+    updated = status.get("updated_at")
+    if (
+        status.get("state") == "finished"
+        and env.get("SERVICE_RESULT") == "success"
+        and isinstance(updated, (int, float))
+        and updated >= started
+    ):
+        send_alert(job, alerts, "finished", status, "the run finished")
     end = {
         "run": (record.get("last_start") or {}).get("run"),
         "at": time.time(),
@@ -509,8 +533,10 @@ def watchdog(
     config_dir: str, textfile: Optional[str] = None, metrics_module: Optional[str] = None
 ) -> int:
     jobs = list_jobs(config_dir)
+    alerts = load_alerts(config_dir)
     for job in jobs:
-        watch_job(job)
+        watch_job(job, alerts)
+        check_checkpoint_error(job, alerts)
     if not textfile:
         return 0
     try:
@@ -525,7 +551,7 @@ def watchdog(
     return 0
 
 
-def watch_job(job: Dict[str, Any]) -> int:
+def watch_job(job: Dict[str, Any], alerts: Optional[Dict[str, Any]] = None) -> int:
     """Check one job's heartbeat; kill it when hung. 1 when this check killed it."""
     hung_jobs = 0
     if not job.get("hang_timeout"):
@@ -570,6 +596,7 @@ def watch_job(job: Dict[str, Any]) -> int:
         record["last_kill_at"] = time.time()
         record["last_kill_step"] = verdict["step"]
         record["last_kill_run"] = run_id
+        send_alert(job, alerts, "hang", {"step": verdict["step"]}, message)
     write_json(record_path, record)
     return hung_jobs
 
@@ -710,13 +737,114 @@ def failure_reason(
     }
 
 
-def record_failure(job: Dict[str, Any]) -> None:
+def record_failure(job: Dict[str, Any], alerts: Optional[Dict[str, Any]] = None) -> None:
     props = systemctl_show(job["unit"], ["Result", "ExecMainStatus", "ExecMainCode", "NRestarts"])
     reason = failure_reason(job, props, journal_entries(job["unit"], 4 * LOG_LINES_IN_REASON))
     write_json(os.path.join(job["state_dir"], FAILURE_FILE), reason)
     print(reason["message"], flush=True)
     for line in reason["last_log_lines"]:
         print("  | " + line, flush=True)
+    if reason["crash_loop"]:
+        status = read_status(job["status_file"]) or {}
+        extra = {"exit_code": reason["exit_code"], "restarts": reason["restarts"]}
+        send_alert(job, alerts, "crash_loop", {**status, **extra}, reason["message"])
+
+
+# -- alerts ------------------------------------------------------------------------
+
+
+def load_alerts(config_dir: str) -> Optional[Dict[str, Any]]:
+    """The hooks the role wrote (None: no alerts configured)."""
+    return read_json(os.path.join(config_dir, ALERTS_FILE))
+
+
+def alert_event(
+    job: Dict[str, Any], event: str, status: Mapping[str, Any], reason: str
+) -> Dict[str, Any]:
+    """The JSON document every hook gets."""
+    document = {
+        "event": event,
+        "job": job["name"],
+        "host": socket.gethostname(),  # not getfqdn: a DNS lookup may hang
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "step": status.get("step"),
+        "reason": reason,
+    }
+    for key in ("total_steps", "state", "checkpoint_error", "last_checkpoint", "exit_code"):
+        if status.get(key) is not None:
+            document[key] = status[key]
+    if status.get("restarts") is not None:
+        document["restarts"] = status["restarts"]
+    return document
+
+
+def send_alert(
+    job: Dict[str, Any],
+    alerts: Optional[Dict[str, Any]],
+    event: str,
+    status: Mapping[str, Any],
+    reason: str,
+) -> List[str]:
+    """Call the configured hooks for ``event``; the problems, logged, never raised."""
+    if not alerts or event not in alerts.get("events", ALERT_EVENTS):
+        return []
+    body = json.dumps(alert_event(job, event, status, reason), sort_keys=True).encode("utf-8")
+    timeout = float(alerts.get("timeout") or 10)
+    problems: List[str] = []
+    command = [str(a) for a in alerts.get("command") or []]
+    if command:
+        try:
+            result = subprocess.run(
+                command, input=body, capture_output=True, timeout=timeout, check=False
+            )
+            if result.returncode != 0:
+                problems.append(
+                    "alert command {} exited with {}: {}".format(
+                        command[0],
+                        result.returncode,
+                        result.stderr.decode("utf-8", "replace").strip()[-300:],
+                    )
+                )
+        except (OSError, subprocess.SubprocessError) as exc:
+            problems.append(f"alert command {command[0]} failed: {exc}")
+    url = str(alerts.get("webhook_url") or "")
+    if url:
+        headers = {"Content-Type": "application/json"}
+        headers.update({str(k): str(v) for k, v in (alerts.get("webhook_headers") or {}).items()})
+        request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                response.read(1024)
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            # The URL and headers may hold a token: name neither.
+            why = (
+                f"HTTP {exc.code}"
+                if isinstance(exc, urllib.error.HTTPError)
+                else type(exc).__name__
+            )
+            problems.append(f"alert webhook failed ({why})")
+    for problem in problems:
+        message = f"{event} alert of job {job['name']}: {problem} (ignored)"
+        print(message, file=sys.stderr, flush=True)
+        log_to_job_journal(job, message)
+    return problems
+
+
+def check_checkpoint_error(job: Dict[str, Any], alerts: Optional[Dict[str, Any]]) -> None:
+    """Alert once per distinct checkpoint error of the status file, not at every check."""
+    status = read_status(job["status_file"]) or {}
+    error = status.get("checkpoint_error")
+    path = os.path.join(job["state_dir"], ALERT_STATE_FILE)
+    record = read_json(path) or {}
+    if not error or error == record.get("checkpoint_error"):
+        return
+    record["checkpoint_error"] = error
+    try:
+        write_json(path, record)  # first: a broken hook must not make every check alert
+    except OSError as exc:
+        print(f"warning: cannot write {path}: {exc}", flush=True)
+        return
+    send_alert(job, alerts, "checkpoint_failed", status, f"cannot checkpoint: {error}")
 
 
 # -- log file ----------------------------------------------------------------------
@@ -825,16 +953,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.action == "watchdog":
             return watchdog(args.config_dir, args.textfile, args.metrics_module)
         job = load_job(args.config_dir, args.job)
+        alerts = load_alerts(args.config_dir)
         if args.action == "run":
             run_job(job)
         elif args.action == "pre-start":
             pre_start(job)
         elif args.action == "post-stop":
-            post_stop(job, os.environ)
+            post_stop(job, os.environ, alerts)
         elif args.action == "stop":
             stop_job(job)
         elif args.action == "record-failure":
-            record_failure(job)
+            record_failure(job, alerts)
         elif args.action == "follow-log":
             follow_log(job)
         else:
