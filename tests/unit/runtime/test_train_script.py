@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import random
 import signal
@@ -163,8 +164,12 @@ def test_status_file_and_a_changed_configuration(tmp_path: Path) -> None:
     assert (status["state"], status["step"], status["total_steps"]) == ("finished", 20, 20)
     assert status["last_checkpoint"]["name"] == "step-000020"
     assert status["updated_at"] >= status["started_at"]
-    # Beside the status file: the metrics stream, and no temporary status files.
-    assert sorted(p.name for p in status_file.parent.iterdir()) == ["job.json", "metrics.jsonl"]
+    # Beside the status file: the metrics stream (and TensorBoard's event files where the
+    # package imports), and no temporary status files.
+    written = {"job.json", "metrics.jsonl"}
+    if importlib.util.find_spec("tensorboard") is not None:
+        written.add("tensorboard")
+    assert {p.name for p in status_file.parent.iterdir()} == written
 
     refused = run_train(ckpt, "--steps", 30, "--hidden", 48)
     assert refused.returncode == 5, refused.stdout
