@@ -538,12 +538,22 @@ def _where(restart: Mapping[str, Any], x: str, origin: float) -> float:
     return float(restart["time"]) - origin if x == "time" else float(restart["step"])
 
 
+LABEL_ROWS = 3
+LABEL_CHAR_WIDTH = 5.5  # a generous average advance of a 9 px sans-serif character
+
+
 def _restart_lines(
     restarts: List[Mapping[str, Any]], at: Any, top: float, bottom: float
 ) -> List[str]:
-    """Dashed red lines at restarts, labelled with the cause (and a long stall's length)."""
+    """Dashed red lines at restarts, labelled with the cause (and a long stall's length).
+
+    Restarts close together (a crash loop) would print their labels over each other:
+    each label takes the first of a few rows where it clears the previous label, and a
+    restart with no room left keeps its line and its tooltip only.
+    """
     parts = []
-    for restart in restarts:
+    row_ends: List[float] = [float("-inf")] * LABEL_ROWS
+    for restart in sorted(restarts, key=at):
         cx = at(restart)
         label = str(restart.get("cause") or "unknown")
         down = restart.get("down_seconds")
@@ -553,7 +563,13 @@ def _restart_lines(
             f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{top}" y2="{bottom}" '
             f'stroke="#d33" stroke-dasharray="3,3"><title>'
             f"{html.escape(_restart_words(restart))}</title></line>"
-            f'<text x="{cx + 2:.1f}" y="{top + 9}" font-size="9" fill="#d33">'
+        )
+        row = next((i for i, end in enumerate(row_ends) if cx + 2 > end + 4), None)
+        if row is None:
+            continue
+        row_ends[row] = cx + 2 + len(label) * LABEL_CHAR_WIDTH
+        parts.append(
+            f'<text x="{cx + 2:.1f}" y="{top + 9 + row * 10}" font-size="9" fill="#d33">'
             f"{html.escape(label)}</text>"
         )
     return parts

@@ -542,6 +542,28 @@ def test_metrics_charts_draw_checkpoints_restarts_lr_and_user_scalars() -> None:
     assert "checkpoint" not in report.training_svg_chart(without, y="loss")
 
 
+def test_restart_labels_of_a_crash_loop_never_overlap() -> None:
+    """Eight crashes within a few steps: every line drawn, no label printed over another."""
+    points = [{"step": step, "time": float(step), "loss": 1.0, "run": 1} for step in range(400)]
+    restarts = [{"step": 200 + i, "time": 200.0 + i, "cause": "crash"} for i in range(8)]
+    restarts.append({"step": 390, "time": 390.0, "cause": "hang", "down_seconds": 70})
+    svg = ET.fromstring(report.training_svg_chart({"points": points, "restarts": restarts}))
+    ns = "{http://www.w3.org/2000/svg}"
+    lines = [e for e in svg.iter(ns + "line") if e.get("stroke") == "#d33"]
+    assert len(lines) == 9
+    labels = [t for t in svg.iter(ns + "text") if t.get("fill") == "#d33"]
+    boxes = [
+        (float(t.get("x", 0)), float(t.get("y", 0)), len(t.text or "") * report.LABEL_CHAR_WIDTH)
+        for t in labels
+    ]
+    for i, (x1, y1, w1) in enumerate(boxes):
+        for x2, y2, w2 in boxes[i + 1 :]:
+            assert y1 != y2 or x1 + w1 <= x2 or x2 + w2 <= x1, (boxes, i)
+    # The first crash and the later, isolated hang are always labelled.
+    assert labels[0].text == "crash" and labels[-1].text == "hang 1m10s"
+    assert 1 < len(labels) <= report.LABEL_ROWS + 1
+
+
 def test_metrics_curves_refuse_what_is_not_a_summary() -> None:
     with pytest.raises(AnsibleFilterError, match="metrics summary"):
         report.metrics_curves(["not", "a", "summary"])
