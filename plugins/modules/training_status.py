@@ -281,7 +281,6 @@ msg:
 """
 
 import bisect
-import json
 import math
 import os
 import time
@@ -296,8 +295,14 @@ from ansible_collections.unbroken.training.plugins.module_utils.training_metrics
     latest_record,
     read_metrics,
 )
+from ansible_collections.unbroken.training.plugins.module_utils.training_status_file import (
+    TERMINAL_STATES,
+    one_line,
+    read_json,
+    read_status,
+    updated_at,
+)
 
-STATUS_SCHEMA = "unbroken.training/status"
 UNIT_PROPERTIES = (
     "LoadState",
     "ActiveState",
@@ -312,29 +317,10 @@ UNIT_PROPERTIES = (
 WAIT_POLL_SECONDS = 1.0
 # Status-file states after which a process is done on purpose: nothing more to wait for.
 SETTLED_STATES = ("finished", "stopped")
-# A run whose own last write is one of these is on its way out: not hung.
-TERMINAL_STATES = ("finished", "stopped", "failed")
 # Starts of a crash-looping job kept in a metrics summary (the newest ones).
 MAX_RUNS_IN_SUMMARY = 500
 
 Runner = Callable[[List[str]], Tuple[int, str, str]]
-
-
-def read_json(path: str) -> Optional[Dict[str, Any]]:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            document = json.load(handle)
-    except (OSError, ValueError):
-        return None
-    return document if isinstance(document, dict) else None
-
-
-def read_status(path: str) -> Optional[Dict[str, Any]]:
-    """The checkpoint library's status document, or None (absent, torn, not a status file)."""
-    document = read_json(path)
-    if document is None or document.get("schema") != STATUS_SCHEMA:
-        return None
-    return document
 
 
 def parse_show(text: str) -> Dict[str, str]:
@@ -368,16 +354,13 @@ def heartbeat(
     Same rule as the role's watchdog: a status older than the current run's start counts
     from the start, so a freshly restarted job is not called hung before it could write.
     """
-    updated = status.get("updated_at") if status else None
-    fresh = isinstance(updated, (int, float)) and (
-        started_wall is None or float(updated) > started_wall
-    )
-    if fresh:
-        return max(0.0, now - float(updated)), True  # type: ignore[arg-type]
+    updated = updated_at(status)
+    if updated is not None and (started_wall is None or updated > started_wall):
+        return max(0.0, now - updated), True
     if started_wall is not None:
         return max(0.0, now - started_wall), False
-    if isinstance(updated, (int, float)):
-        return max(0.0, now - float(updated)), False
+    if updated is not None:
+        return max(0.0, now - updated), False
     return None, False
 
 
@@ -422,6 +405,7 @@ def job_report(
     runs = read_json(os.path.join(job["state_dir"], "runs.json")) or {}
     systemd_restarts = to_int(props.get("NRestarts"))
     quarantined = status.get("quarantined") if status else None
+    reason = status.get("reason") if status else None
     return {
         "name": job["name"],
         "unit": job["unit"],
@@ -442,7 +426,7 @@ def job_report(
         "training": running and fresh and status_state == "training",
         "status_state": status_state,
         "status_exit_code": _int_or(status.get("exit_code") if status else None, None),
-        "status_reason": _one_line(status.get("reason") if status else None),
+        "status_reason": one_line(reason) if isinstance(reason, str) else None,
         "quarantined": quarantined if isinstance(quarantined, list) else [],
         "step": status.get("step") if status else None,
         "total_steps": status.get("total_steps") if status else None,
@@ -589,12 +573,6 @@ def _int_or(value: Any, fallback: Optional[int]) -> Optional[int]:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     return fallback
-
-
-def _one_line(value: Any) -> Optional[str]:
-    if not isinstance(value, str) or not value.strip():
-        return None
-    return " ".join(value.split())
 
 
 def settled(report: Dict[str, Any]) -> bool:

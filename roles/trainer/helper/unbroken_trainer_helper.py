@@ -56,8 +56,21 @@ import urllib.error
 import urllib.request
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+# The status-file format is one file shared with the runtime and the training_status
+# module; the role installs it beside this script. Run as a script, Python puts this
+# directory first on sys.path already; loaded by path (the tests), it does not.
+_HERE = os.path.dirname(os.path.realpath(__file__))
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+from training_status_file import (  # noqa: E402
+    RUNNING_STATES,
+    TERMINAL_STATES,
+    read_json,
+    read_status,
+    updated_at,
+)
+
 DEFAULT_CONFIG_DIR = "/etc/unbroken/trainer"
-STATUS_SCHEMA = "unbroken.training/status"
 FAILURE_FILE = "failure.json"
 WATCHDOG_FILE = "watchdog.json"
 CURSOR_FILE = "journal.cursor"
@@ -345,11 +358,11 @@ def post_stop(
     record = read_json(path) or {}
     started = float((record.get("last_start") or {}).get("at") or 0)
     status = read_status(job["status_file"]) or {}
-    updated = status.get("updated_at")
+    updated = updated_at(status)
     if (
         status.get("state") == "finished"
         and env.get("SERVICE_RESULT") == "success"
-        and isinstance(updated, (int, float))
+        and updated is not None
         and updated >= started
     ):
         send_alert(job, alerts, "finished", status, "the run finished")
@@ -449,23 +462,6 @@ def systemctl_show(unit: str, properties: List[str]) -> Dict[str, str]:
     return values
 
 
-def read_json(path: str) -> Optional[Dict[str, Any]]:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            document = json.load(handle)
-    except (OSError, ValueError):
-        return None
-    return document if isinstance(document, dict) else None
-
-
-def read_status(path: str) -> Optional[Dict[str, Any]]:
-    """The library's status file, or None when absent or not a status document."""
-    document = read_json(path)
-    if document is None or document.get("schema") != STATUS_SCHEMA:
-        return None
-    return document
-
-
 def write_json(path: str, document: Dict[str, Any]) -> None:
     os.makedirs(os.path.dirname(path), mode=0o750, exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}"
@@ -497,14 +493,14 @@ def heartbeat_verdict(
     one (a file left by the previous run does not count), the age counts from the run's
     start and the limit is ``startup_timeout`` (loading, restoring), then ``hang_timeout``.
     """
-    updated = status.get("updated_at") if status else None
-    fresh = isinstance(updated, (int, float)) and updated > started_wall
-    beat = float(updated) if fresh else started_wall  # type: ignore[arg-type]
+    updated = updated_at(status)
+    fresh = updated is not None and updated > started_wall
+    beat = updated if updated is not None and fresh else started_wall
     limit = hang_timeout if fresh or not startup_timeout else startup_timeout
     age = max(0.0, now_wall - beat)
     # The run wrote its terminal state and is on its way out: not hung.
     state = status.get("state") if status else None
-    finished = fresh and state in ("finished", "stopped", "failed")
+    finished = fresh and state in TERMINAL_STATES
     return {
         "heartbeat_age": round(age, 1),
         "hang_timeout": hang_timeout,
@@ -632,7 +628,7 @@ def textfile_state(props: Mapping[str, str], status: Optional[Dict[str, Any]], h
     if active == "active" and sub == "running":
         if hung:
             return "hung"
-        return state if state in ("starting", "training", "stopping") else "starting"
+        return state if state in RUNNING_STATES else "starting"
     if active == "activating" and sub == "auto-restart":
         return "restarting"
     if active == "activating":
@@ -641,7 +637,7 @@ def textfile_state(props: Mapping[str, str], status: Optional[Dict[str, Any]], h
         return "stopping"
     if active == "failed":
         return "failed"
-    return state if state in ("finished", "stopped", "failed") else "stopped"
+    return state if state in TERMINAL_STATES else "stopped"
 
 
 def job_metrics(
@@ -660,8 +656,8 @@ def job_metrics(
         value = status.get(key)
         row[key] = value if value is not None else latest.get(key)
     row["total_steps"] = status.get("total_steps")
-    updated = status.get("updated_at")
-    if isinstance(updated, (int, float)):
+    updated = updated_at(status)
+    if updated is not None:
         row["heartbeat_age_seconds"] = round(max(0.0, time.time() - updated), 1)
     row["last_checkpoint"] = status.get("last_checkpoint")
     restarts = runs.get("restarts")

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -24,9 +25,21 @@ def _env(**extra: str) -> dict[str, str]:
     return {**env, "PYTHONPATH": str(RUNTIME_DIR), "OMP_NUM_THREADS": "1", **extra}
 
 
-@pytest.mark.parametrize("name", ["checkpoint_manifest.py", "training_metrics.py"])
-def test_the_runtime_links_the_format_files_never_copies_them(name: str) -> None:
-    link = PACKAGE / name
+HELPER_DIR = ROOT / "roles" / "trainer" / "helper"
+
+
+@pytest.mark.parametrize(
+    "link",
+    [
+        PACKAGE / "checkpoint_manifest.py",
+        PACKAGE / "training_metrics.py",
+        PACKAGE / "training_status_file.py",
+        HELPER_DIR / "training_status_file.py",
+    ],
+    ids=lambda p: p.relative_to(ROOT).as_posix(),
+)
+def test_the_runtime_links_the_format_files_never_copies_them(link: Path) -> None:
+    name = link.name
     assert link.is_symlink(), f"{link} must stay a symlink to plugins/module_utils/{name}"
     target = os.readlink(link)
     assert not os.path.isabs(target), "a relative link survives a moved checkout and the tarball"
@@ -46,7 +59,9 @@ def test_the_runtime_imports_without_ansible() -> None:
 
         sys.meta_path.insert(0, NoAnsible())
         import unbroken_ckpt
-        from unbroken_ckpt import metrics, training_metrics, checkpoint_manifest
+        from unbroken_ckpt import metrics, training_metrics, checkpoint_manifest, status
+        from unbroken_ckpt import training_status_file
+        assert status.read_status is training_status_file.read_status
         assert not [m for m in sys.modules if m.startswith("ansible")]
         print("ok")
         """
@@ -60,6 +75,53 @@ def test_the_runtime_imports_without_ansible() -> None:
         check=False,
     )
     assert result.returncode == 0 and result.stdout == "ok\n", result.stderr
+
+
+def test_the_helper_runs_with_the_format_file_installed_beside_it(tmp_path: Path) -> None:
+    """The layout the trainer role installs: both files copied (not linked) into one
+    directory, the helper without its .py suffix, run by a Python without Ansible."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    helper = bin_dir / "unbroken-trainer-helper"
+    helper.write_bytes((HELPER_DIR / "unbroken_trainer_helper.py").read_bytes())
+    fmt = bin_dir / "training_status_file.py"
+    fmt.write_bytes((HELPER_DIR / "training_status_file.py").read_bytes())
+    jobs = tmp_path / "config" / "jobs"
+    jobs.mkdir(parents=True)
+    job = {
+        "name": "demo",
+        "container": "unbroken-job-demo",
+        "image": "img@sha256:abc",
+        "command": ["python3", "train.py"],
+        "user": "1000:1000",
+    }
+    (jobs / "demo.json").write_text(json.dumps(job))
+    argv = [sys.executable, "-S", str(helper), "--config-dir", str(tmp_path / "config")]
+    result = subprocess.run(
+        [*argv, "show-command", "demo"],
+        cwd=tmp_path,
+        env={"PATH": os.environ.get("PATH", "")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[:2] == ["docker", "run"]
+    assert "unbroken-job-demo" in result.stdout
+    # Without the format file beside it the helper cannot start: it really imports it.
+    fmt.unlink()
+    missing = subprocess.run(
+        [*argv, "show-command", "demo"],
+        cwd=tmp_path,
+        env={"PATH": os.environ.get("PATH", "")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert missing.returncode != 0
+    assert "training_status_file" in missing.stderr
 
 
 USER_SCRIPT = """

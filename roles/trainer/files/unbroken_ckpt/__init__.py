@@ -49,36 +49,9 @@ checksums (CRC-32 by default, SHA-256 on request), the run configuration and its
 fingerprint; a resume with a different
 configuration fails with ``ConfigMismatchError`` unless explicitly allowed.
 
-Status file schema (``StatusFile``; JSON object, replaced atomically, not fsynced):
-
-================== ============== ===========================================================
-key                type           meaning
-================== ============== ===========================================================
-schema             str            always ``"unbroken.training/status"``
-version            int            schema version, ``1``
-state              str            ``starting``/``training``/``stopping`` while the process runs;
-                                  terminal (its last write): ``stopped`` (graceful stop by a
-                                  signal), ``finished``, ``failed``
-step               int            optimizer steps completed
-total_steps        int or null    steps the run is configured for
-epoch              int or null    current data epoch
-loss               float or null  loss of the latest step
-samples_per_second float or null  throughput since the previous status write
-last_checkpoint    object or null ``{"name", "step", "created" (unix s), "size_bytes", "seconds"}``
-checkpoint_error   str or null    message of the latest failed save (cleared by the next success)
-resumed_from       object or null ``{"name", "step", "skipped": [[name, reason], ...]}``
-exit_code          int or null    the process's exit code in a terminal state; null while running
-reason             str or null    one line saying why it ended (terminal states); null while running
-quarantined        list           checkpoints moved aside as invalid or unsafe, newest first:
-                                  ``[{"name": "quarantine-step-...", "step", "reason"}]``
-pid                int            trainer process id (inside its PID namespace)
-hostname           str            host (container) name
-started_at         float          unix time the process started
-updated_at         float          unix time of this write: the heartbeat a watchdog compares
-updated_at_iso     str            the same, ISO 8601 UTC
-extra              object         script-specific additions
-================== ============== ===========================================================
-
+Status file (``StatusFile``; JSON object, replaced atomically, not fsynced): the schema,
+the state names and the readers are in ``training_status_file`` (shared with the Ansible
+module ``training_status`` and the host helper).
 A missing or unparsable file means "no heartbeat yet"; readers use ``read_status``.
 A status write that fails (e.g. a full disk) never stops training: the old file stays
 and the next write retries; the final write uses space set aside at the start.
@@ -93,7 +66,7 @@ TensorBoard event files when TensorBoard is installed::
 
 from __future__ import annotations
 
-from . import checkpoint_manifest, metrics, training_metrics
+from . import checkpoint_manifest, metrics, training_metrics, training_status_file
 from .distributed import (
     LAYOUTS,
     DistributedJob,
@@ -148,5 +121,6 @@ __all__ = [
     "parse_signal",
     "read_status",
     "training_metrics",
+    "training_status_file",
     "world_from_env",
 ]

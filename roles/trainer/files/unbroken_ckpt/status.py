@@ -1,34 +1,38 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 # Copyright (c) 2026 unbroken.training contributors
-"""The status/heartbeat file (schema in the package docstring)."""
+"""The status/heartbeat file: the writer (format and readers in ``training_status_file``)."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import logging
-import math
 import os
 import socket
 import time
 from typing import Any
 
+from . import training_status_file as fmt
+from .training_status_file import STATES, TERMINAL_STATES, read_status
+
 LOG = logging.getLogger("unbroken_ckpt")
-STATUS_SCHEMA = "unbroken.training/status"
-STATUS_VERSION = 1
-# ``stopped``, ``finished`` and ``failed`` are terminal: the process wrote them on its way out.
-STATES = ("starting", "training", "stopping", "stopped", "finished", "failed")
-TERMINAL_STATES = ("stopped", "finished", "failed")
+STATUS_SCHEMA = fmt.SCHEMA
+STATUS_VERSION = fmt.VERSION
 # Room kept free next to the status file while the run lives, so the final status still
 # fits when the disk fills up (a status document is about 1 KiB; file systems allocate
 # whole blocks or pages, and the atomic replace needs the old and the new file at once).
 RESERVE_BYTES = 64 * 1024
 _REPEAT_FAILURE_LOG = 60.0
 
-
-def _iso(timestamp: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+__all__ = [
+    "RESERVE_BYTES",
+    "STATES",
+    "STATUS_SCHEMA",
+    "STATUS_VERSION",
+    "TERMINAL_STATES",
+    "StatusFile",
+    "read_status",
+]
 
 
 class StatusFile:
@@ -91,33 +95,25 @@ class StatusFile:
         quarantined: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         """Build the document and try to replace the file with it; return the document."""
-        if state not in STATES:
-            raise ValueError(
-                "status state must be one of {}, got {!r}".format(", ".join(STATES), state)
-            )
-        now = time.time()
-        document = {
-            "schema": STATUS_SCHEMA,
-            "version": STATUS_VERSION,
-            "state": state,
-            "step": int(step),
-            "total_steps": total_steps,
-            "epoch": epoch,
-            "loss": _finite(loss),
-            "samples_per_second": _finite(samples_per_second),
-            "last_checkpoint": last_checkpoint,
-            "checkpoint_error": checkpoint_error,
-            "resumed_from": resumed_from,
-            "exit_code": exit_code,
-            "reason": _one_line(reason),
-            "quarantined": [dict(item) for item in quarantined or []],
-            "pid": os.getpid(),
-            "hostname": socket.gethostname(),
-            "started_at": self.started_at,
-            "updated_at": now,
-            "updated_at_iso": _iso(now),
-            "extra": dict(extra or {}),
-        }
+        document = fmt.new_document(
+            state,
+            step,
+            pid=os.getpid(),
+            hostname=socket.gethostname(),
+            started_at=self.started_at,
+            now=time.time(),
+            total_steps=total_steps,
+            epoch=epoch,
+            loss=loss,
+            samples_per_second=samples_per_second,
+            last_checkpoint=last_checkpoint,
+            checkpoint_error=checkpoint_error,
+            resumed_from=resumed_from,
+            extra=extra,
+            exit_code=exit_code,
+            reason=reason,
+            quarantined=quarantined,
+        )
         self._replace(document)
         return document
 
@@ -140,13 +136,8 @@ class StatusFile:
 
     def _replace(self, document: dict[str, Any]) -> None:
         try:
-            with open(self._tmp, "w", encoding="utf-8") as handle:
-                json.dump(document, handle, sort_keys=True, allow_nan=False)
-                handle.write("\n")
-            os.replace(self._tmp, self.path)
+            fmt.replace_file(self.path, document, self._tmp)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(self._tmp)
             self._report(exc)
             return
         if self._failed_since is not None:
@@ -173,27 +164,3 @@ class StatusFile:
             self.error,
             hint,
         )
-
-
-def _one_line(text: str | None) -> str | None:
-    if text is None:
-        return None
-    return " ".join(str(text).split()) or None
-
-
-def _finite(value: float | None) -> float | None:
-    if value is None or not math.isfinite(value):
-        return None
-    return float(value)
-
-
-def read_status(path: str) -> dict[str, Any] | None:
-    """Return the status document, or None when absent or not (yet) a status file."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            document = json.load(handle)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(document, dict) or document.get("schema") != STATUS_SCHEMA:
-        return None
-    return document

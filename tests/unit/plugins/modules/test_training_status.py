@@ -9,7 +9,9 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import time
+import types
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +30,17 @@ from ansible_collections.unbroken.training.plugins.modules import (  # noqa: E40
 
 
 def _load_runtime_status_module() -> Any:
-    """The checkpoint library's status.py (standard library only) loaded without torch."""
-    path = REPO / "roles" / "trainer" / "files" / "unbroken_ckpt" / "status.py"
-    spec = importlib.util.spec_from_file_location("unbroken_runtime_status", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The checkpoint library's status.py (standard library only) loaded without torch.
+
+    Its package's ``__init__`` imports torch: the package is entered without running it,
+    so status.py's relative import of the shared format file resolves as in the runtime.
+    """
+    package = "unbroken_ckpt_without_torch"
+    if package not in sys.modules:
+        bare = types.ModuleType(package)
+        bare.__path__ = [str(REPO / "roles" / "trainer" / "files" / "unbroken_ckpt")]
+        sys.modules[package] = bare
+    return importlib.import_module(package + ".status")
 
 
 def _load_helper() -> Any:
