@@ -17,6 +17,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -120,7 +121,12 @@ def wait_training_both(timeout: float = RECOVERY_BUDGET) -> dict[str, dict[str, 
 
 
 def last_step() -> int:
-    """The newest step either node reported (both train in lockstep under DDP)."""
+    """The newest step either node reported (both train in lockstep under DDP).
+
+    Read just after a fault: the run it hit reports no further step (its ranks are dead or
+    blocked in a collective), so this is the step the fault interrupted, with no race
+    against a run that still trains and checkpoints.
+    """
     return max(int((status(node) or {}).get("step") or 0) for node in NODES)
 
 
@@ -199,9 +205,9 @@ def test_02_container_killed_on_node_2_restarts_all_workers_from_one_step() -> N
     """Fault 1: SIGKILL of node 2's container; node 1's workers restart too, same step."""
     wait_training_both()
     before = {node: float((status(node) or {})["started_at"]) for node in NODES}
-    step_before = last_step()
     fault_at = time.time()
     sh(NODES[1], f"docker kill --signal KILL {CONTAINER}")
+    step_before = last_step()
     figures = recovered(fault_at, step_before, "1: container killed on node 2")
     # Node 1's container was not touched, yet its worker is a new process (torchrun restarted
     # it): the status' started_at is that of the run that resumed.
@@ -214,9 +220,9 @@ def test_02_container_killed_on_node_2_restarts_all_workers_from_one_step() -> N
 def test_03_rendezvous_host_restarted_job_resumes_when_it_is_back() -> None:
     """Fault 2: ``docker restart`` of node 1, which hosts the c10d store."""
     wait_training_both()
-    step_before = last_step()
     fault_at = time.time()
-    subprocess.run(["docker", "restart", "--time", "0", NODES[0]], check=True, timeout=120)
+    subprocess.run(["docker", "restart", "-t", "0", NODES[0]], check=True, timeout=120)
+    step_before = last_step()  # node 2's status: node 1's disk is back only with node 1
     figures = recovered(fault_at, step_before, "2: rendezvous host restarted")
     runs = json.loads(sh(NODES[0], f"cat /var/lib/unbroken/trainer/{NAME}/runs.json"))
     # The node's own record says why its run started: the host came back.
@@ -236,9 +242,9 @@ def _partition(on: bool) -> None:
 def test_04_partition_longer_than_the_collective_timeout_fails_fast_and_heals() -> None:
     """Fault 3: a partition outlasting the collective timeout; the job fails within it."""
     wait_training_both()
-    step_before = last_step()
     fault_at = time.time()
     _partition(True)
+    step_before = last_step()
     try:
         # The ranks wait COLLECTIVE_TIMEOUT for each other, then fail: a worker or agent
         # failure shows in a node's journal well before torch's 10-30 minute default.
@@ -271,3 +277,47 @@ def test_04_partition_longer_than_the_collective_timeout_fails_fast_and_heals() 
         figures["recovery_seconds"] - (healed_at - fault_at), 1
     )
     write_figures(figures)
+
+
+def test_05_bad_multinode_definitions_are_refused_before_anything_changes() -> None:
+    """Validation: every bad value named at once, nothing written, no job restarted."""
+    snapshot = "sha256sum /etc/unbroken/trainer/jobs/* /etc/systemd/system/unbroken-job-*"
+    before = {node: (sh(node, snapshot), unit(node, "ExecMainPID")) for node in NODES}
+    # The seed differs per host (templated per host): the nodes define the job differently.
+    bad = dict(
+        JOB,
+        network_interface="ib9",
+        rdzv_port=80,
+        stop_grace=60,
+        args=[*JOB["args"], "--seed", "{{ 1 if inventory_hostname == 'ut-mn-1' else 2 }}"],
+    )
+    ansible_playbook = str(Path(sys.executable).parent / "ansible-playbook")
+    run = subprocess.run(
+        [
+            ansible_playbook,
+            "-i",
+            os.environ["MOLECULE_INVENTORY_FILE"],
+            str(REPO / "site.yml"),
+            "-e",
+            json.dumps({"trainer_jobs": [bad]}),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=600,
+        check=False,
+        env={**os.environ, "ANSIBLE_NOCOLOR": "1"},
+    )
+    assert run.returncode != 0, run.stdout[-3000:]
+    out = " ".join(run.stdout.split())
+    for message in (
+        "network interface ib9 does not exist on ut-mn-1",
+        "network interface ib9 does not exist on ut-mn-2",
+        "rdzv_port=80 must be 1024-65535",
+        "stop_grace=60 is too long for a multi-node job",
+        "define it differently from ut-mn-1",
+        "Nothing was changed.",
+    ):
+        assert message in out, (message, run.stdout[-4000:])
+    for node in NODES:
+        assert (sh(node, snapshot), unit(node, "ExecMainPID")) == before[node], node
