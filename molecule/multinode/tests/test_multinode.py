@@ -212,8 +212,10 @@ def test_02_container_killed_on_node_2_restarts_all_workers_from_one_step() -> N
     # Node 1's container was not touched, yet its worker is a new process (torchrun restarted
     # it): the status' started_at is that of the run that resumed.
     assert float((status(NODES[0]) or {})["started_at"]) > before[NODES[0]]
+    # torchrun's own line for node 1's worker, which failed when its peer vanished (its
+    # agent then re-rendezvouses, or exits for systemd to restart it).
     log = journal_since(NODES[0], fault_at)
-    assert re.search(r"(Worker group FAILED|will restart worker group|Rendezvous)", log), log
+    assert re.search(r"failed \(exitcode: -?\d+\) local_rank: 0", log), log
     assert figures["recovery_seconds"] < RECOVERY_BUDGET
 
 
