@@ -95,6 +95,13 @@ def test_limits_and_ipc_appear_only_when_set() -> None:
     assert "--ipc host" in joined
 
 
+def test_multinode_jobs_run_on_the_host_network_and_single_node_jobs_do_not() -> None:
+    assert "--network" not in helper.docker_run_argv(_job())
+    argv = helper.docker_run_argv(_job(network="host"))
+    assert argv[argv.index("--network") + 1] == "host"
+    assert argv.index("--network") < argv.index("img@sha256:abc")
+
+
 @pytest.mark.parametrize(
     ("gpus", "expected"),
     [

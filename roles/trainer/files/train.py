@@ -385,9 +385,11 @@ class Progress:
         self.epoch: int | None = None
         self.loss: float | None = None
         self.file = StatusFile(args.status_file or os.path.join(args.checkpoint_dir, "status.json"))
-        # One status file per job: rank 0 writes it (the others would race on its name).
-        rank, world = world_from_env()[:2]
-        self.enabled = rank == 0
+        # One status file per directory: rank 0 writes it (the others would race on its
+        # name); with node-local checkpoints each node's local rank 0 writes its own node's,
+        # so every node's hang watchdog sees the job's heartbeat.
+        rank, world, local_rank = world_from_env()[:3]
+        self.enabled = rank == 0 or (args.layout == "node-local" and local_rank == 0)
         self.extra: dict[str, Any] = {"world_size": world, "mode": args.mode} if world > 1 else {}
         if self.enabled:
             self.file.reserve()

@@ -158,6 +158,10 @@ def docker_run_argv(job: Dict[str, Any], docker: str = "docker") -> List[str]:
         argv += ["--workdir", job["workdir"]]
     if job.get("env_file"):
         argv += ["--env-file", job["env_file"]]
+    if job.get("network"):
+        # Multi-node jobs: gloo/NCCL and the c10d store listen on the host's own addresses,
+        # which docker's NAT would hide from the other nodes.
+        argv += ["--network", job["network"]]
     if job.get("ipc"):
         argv += ["--ipc", job["ipc"]]
     if job.get("shm_size"):

@@ -250,3 +250,53 @@ def test_sampler_gives_each_rank_its_own_slice_of_every_global_batch() -> None:
         ResumableBatchSampler(64, 4, seed=5).load_state_dict(ranks[0].state_dict())
     with pytest.raises(ValueError, match="rank 2 of 2"):
         ResumableBatchSampler(64, 4, seed=5, rank=2, world_size=2)
+
+
+def test_two_nodes_with_node_local_checkpoints_each_write_their_own_status(
+    tmp_path: Path,
+) -> None:
+    """Two torchrun agents (nnodes 2, c10d) as two nodes: each node's disk gets the status.
+
+    Every node's hang watchdog reads its own disk's status file, so with node-local
+    checkpoints the heartbeat must be there on every node, not only on global rank 0's.
+    """
+    port = 29400 + random.randrange(500)
+    procs = []
+    for node in (0, 1):
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--rdzv-backend",
+            "c10d",
+            "--rdzv-endpoint",
+            f"127.0.0.1:{port}",
+            "--rdzv-id",
+            "status-test",
+            "--rdzv-conf",
+            f"is_host={'true' if node == 0 else 'false'}",
+            "--nnodes",
+            "2",
+            "--nproc-per-node",
+            "1",
+            str(TRAIN),
+            "--checkpoint-dir",
+            str(tmp_path / f"node{node}"),
+            *SMALL,
+            "--layout",
+            "node-local",
+            "--collective-timeout",
+            "60",
+            "--steps",
+            "10",
+            "--checkpoint-interval",
+            "5",
+        ]
+        procs.append(subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=_env()))
+    outputs = [p.communicate(timeout=WAIT)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    for node in (0, 1):
+        status = json.loads((tmp_path / f"node{node}" / "status.json").read_text())
+        assert (status["state"], status["step"]) == ("finished", 10), status
+        assert status["extra"] == {"world_size": 2, "mode": "ddp"}
+        assert (tmp_path / f"node{node}" / "step-000010" / "MANIFEST.json").exists()
