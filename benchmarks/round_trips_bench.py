@@ -130,19 +130,10 @@ def main() -> int:
         )
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "role": "unbroken.training.sshd_keepalive (defaults)",
-                "image": args.image,
-                "connection": "community.docker.docker",
-                "load_average_before": load,
-                "cpus": os.cpu_count(),
-                "runs": [{"run": name, **row} for name, row in rows],
-            },
-            indent=2,
-        )
-    )
+    setup = {"role": "unbroken.training.sshd_keepalive (defaults)", "image": args.image}
+    measured = {"load_average_before": load, "cpus": os.cpu_count()}
+    runs = [{"run": name, **row} for name, row in rows]
+    out.write_text(json.dumps({**setup, **measured, "runs": runs}, indent=2))
     print(f"\nJSON: {out}")
     return 0 if all(row["ok"] for _name, row in rows) else 1
 
