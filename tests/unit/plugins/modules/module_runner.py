@@ -19,6 +19,7 @@ from types import ModuleType
 from typing import Any
 from unittest import mock
 
+from ansible.module_utils import _internal
 from ansible.module_utils.common import warnings
 from ansible.module_utils.testing import patch_module_args
 
@@ -50,6 +51,9 @@ def run_module(
     with contextlib.ExitStack() as stack:
         stack.enter_context(patch_module_args(args))
         # pylint: disable=protected-access
+        # A module runs on a host: once a test has imported controller code (an action
+        # plugin's tests), ansible-core would send its warnings to the controller's display.
+        stack.enter_context(mock.patch.object(_internal, "is_controller", False))
         stack.enter_context(mock.patch.dict(warnings._global_warnings, clear=True))
         stack.enter_context(mock.patch.dict(warnings._global_deprecations, clear=True))
         # pylint: enable=protected-access
