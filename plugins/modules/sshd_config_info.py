@@ -50,7 +50,8 @@ options:
       - Connection spec for C(sshd -T -C), so C(Match) blocks are evaluated for that
         connection. Only with O(target=sshd).
     type: dict
-    suboptions:
+    # Written once: match_contexts reuses these fields through the YAML alias below.
+    suboptions: &connection_fields
       user:
         description: User name of the connection.
         type: str
@@ -119,25 +120,7 @@ options:
     type: list
     elements: dict
     default: []
-    suboptions:
-      user:
-        description: User name of the connection.
-        type: str
-      host:
-        description: Remote host name of the connection.
-        type: str
-      addr:
-        description: Remote address of the connection.
-        type: str
-      laddr:
-        description: Local address the connection arrives on.
-        type: str
-      lport:
-        description: Local port the connection arrives on.
-        type: int
-      rdomain:
-        description: Routing domain of the connection.
-        type: str
+    suboptions: *connection_fields
 notes:
   - C(sshd -T) must run as root (it reads the host keys); use C(become).
   - Lines inside C(Match) blocks (and, for the client, C(Host) blocks that do not match
@@ -322,6 +305,15 @@ from ansible_collections.unbroken.training.plugins.module_utils.sshd_config impo
 
 DEFAULT_CONFIG = {"sshd": "/etc/ssh/sshd_config", "ssh": "/etc/ssh/ssh_config"}
 SEARCH_DIRS = ["/usr/sbin", "/sbin", "/usr/local/sbin"]
+# The fields of one connection, for O(connection) and each of O(match_contexts).
+CONNECTION_FIELDS = {
+    "user": {"type": "str"},
+    "host": {"type": "str"},
+    "addr": {"type": "str"},
+    "laddr": {"type": "str"},
+    "lport": {"type": "int"},
+    "rdomain": {"type": "str"},
+}
 
 
 def argument_spec() -> Dict[str, Any]:
@@ -332,14 +324,7 @@ def argument_spec() -> Dict[str, Any]:
         "base_dir": {"type": "path"},
         "connection": {
             "type": "dict",
-            "options": {
-                "user": {"type": "str"},
-                "host": {"type": "str"},
-                "addr": {"type": "str"},
-                "laddr": {"type": "str"},
-                "lport": {"type": "int"},
-                "rdomain": {"type": "str"},
-            },
+            "options": CONNECTION_FIELDS,
         },
         "host": {"type": "str"},
         "keywords": {"type": "list", "elements": "str", "default": [], "no_log": False},
@@ -351,14 +336,7 @@ def argument_spec() -> Dict[str, Any]:
             "type": "list",
             "elements": "dict",
             "default": [],
-            "options": {
-                "user": {"type": "str"},
-                "host": {"type": "str"},
-                "addr": {"type": "str"},
-                "laddr": {"type": "str"},
-                "lport": {"type": "int"},
-                "rdomain": {"type": "str"},
-            },
+            "options": CONNECTION_FIELDS,
         },
     }
 

@@ -13,13 +13,9 @@ import zlib
 from pathlib import Path
 
 import pytest
-
-# utils first: it makes ansible_collections.unbroken.training importable from a plain checkout.
-from utils import REPO_ROOT, AnsibleExitJson, AnsibleFailJson, patch_module, set_module_args
-
-# isort: split
 from ansible_collections.unbroken.training.plugins.module_utils import checkpoint_manifest as fmt
 from ansible_collections.unbroken.training.plugins.modules import checkpoint_info
+from module_runner import REPO_ROOT, run_module
 
 
 def make_checkpoint(
@@ -57,24 +53,14 @@ def ckpt_dir(tmp_path: Path) -> Path:
     return directory
 
 
-def run(monkeypatch: pytest.MonkeyPatch, **args: object) -> dict:
-    patch_module(monkeypatch)
-    set_module_args(args)
-    with pytest.raises(AnsibleExitJson) as exc:
-        checkpoint_info.main()
-    return exc.value.result
-
-
 def flip_bit(path: Path, offset: int = 3000) -> None:
     data = bytearray(path.read_bytes())
     data[offset] ^= 0x04
     path.write_bytes(bytes(data))
 
 
-def test_reports_every_checkpoint_and_the_newest(
-    monkeypatch: pytest.MonkeyPatch, ckpt_dir: Path
-) -> None:
-    result = run(monkeypatch, path=str(ckpt_dir))
+def test_reports_every_checkpoint_and_the_newest(ckpt_dir: Path) -> None:
+    result = run_module(checkpoint_info, {"path": str(ckpt_dir)})
     assert result["changed"] is False and result["exists"] is True
     assert [c["name"] for c in result["checkpoints"]] == [
         "step-000300",
@@ -90,31 +76,24 @@ def test_reports_every_checkpoint_and_the_newest(
     assert result["writer"].startswith("pid 7 on gpu-node")
 
 
-def test_missing_directory_is_reported_not_failed(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    result = run(monkeypatch, path=str(tmp_path / "not-yet"))
+def test_missing_directory_is_reported_not_failed(tmp_path: Path) -> None:
+    result = run_module(checkpoint_info, {"path": str(tmp_path / "not-yet")})
     assert result["exists"] is False
     assert result["latest"] is None and result["checkpoints"] == []
 
 
-def test_path_that_is_a_file_fails_clearly(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_path_that_is_a_file_fails_clearly(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
-    patch_module(monkeypatch)
-    set_module_args({"path": str(tmp_path / "file")})
-    with pytest.raises(AnsibleFailJson) as exc:
-        checkpoint_info.main()
-    assert "is not a directory" in exc.value.result["msg"]
+    failure = run_module(checkpoint_info, {"path": str(tmp_path / "file")}, fails=True)
+    assert "is not a directory" in failure["msg"]
 
 
-def test_flipped_bit_needs_hashing_to_be_found(
-    monkeypatch: pytest.MonkeyPatch, ckpt_dir: Path
-) -> None:
+def test_flipped_bit_needs_hashing_to_be_found(ckpt_dir: Path) -> None:
     flip_bit(ckpt_dir / "step-000300" / "state.pt")
-    sizes = run(monkeypatch, path=str(ckpt_dir), verify="sizes")
+    sizes = run_module(checkpoint_info, {"path": str(ckpt_dir), "verify": "sizes"})
     assert sizes["latest_name"] == "step-000300" and not sizes["latest"]["verified"]
 
-    newest = run(monkeypatch, path=str(ckpt_dir), verify="newest")
+    newest = run_module(checkpoint_info, {"path": str(ckpt_dir), "verify": "newest"})
     assert newest["latest_name"] == "step-000200" and newest["latest"]["verified"]
     assert newest["corrupt"] == ["step-000300"]
     problem = newest["checkpoints"][0]["problems"][0]
@@ -124,17 +103,15 @@ def test_flipped_bit_needs_hashing_to_be_found(
     )
     assert newest["checkpoints"][2]["verified"] is False  # older ones only size-checked
 
-    every = run(monkeypatch, path=str(ckpt_dir), verify="all")
+    every = run_module(checkpoint_info, {"path": str(ckpt_dir), "verify": "all"})
     assert [c["verified"] for c in every["checkpoints"]] == [True, True, True]
     assert every["corrupt"] == ["step-000300"]
 
 
-def test_truncated_and_uncommitted_checkpoints_are_corrupt(
-    monkeypatch: pytest.MonkeyPatch, ckpt_dir: Path
-) -> None:
+def test_truncated_and_uncommitted_checkpoints_are_corrupt(ckpt_dir: Path) -> None:
     os.truncate(ckpt_dir / "step-000300" / "state.pt", 100)
     (ckpt_dir / "step-000200" / "MANIFEST.json").unlink()
-    result = run(monkeypatch, path=str(ckpt_dir))
+    result = run_module(checkpoint_info, {"path": str(ckpt_dir)})
     assert result["latest_name"] == "step-000100"
     assert result["corrupt"] == ["step-000300", "step-000200"]
     problems = {c["name"]: c["problems"] for c in result["checkpoints"]}
@@ -145,28 +122,26 @@ def test_truncated_and_uncommitted_checkpoints_are_corrupt(
     )
 
 
-def test_edited_manifest_is_rejected(monkeypatch: pytest.MonkeyPatch, ckpt_dir: Path) -> None:
+def test_edited_manifest_is_rejected(ckpt_dir: Path) -> None:
     manifest_path = ckpt_dir / "step-000300" / "MANIFEST.json"
     manifest = json.loads(manifest_path.read_text())
     manifest["files"]["state.pt"]["size"] = 1  # a consistent-looking lie
     manifest_path.write_text(json.dumps(manifest))
-    result = run(monkeypatch, path=str(ckpt_dir))
+    result = run_module(checkpoint_info, {"path": str(ckpt_dir)})
     assert result["corrupt"] == ["step-000300"]
     assert "digest does not match" in result["checkpoints"][0]["problems"][0]
 
 
-def test_unfinished_writes_are_listed(monkeypatch: pytest.MonkeyPatch, ckpt_dir: Path) -> None:
+def test_unfinished_writes_are_listed(ckpt_dir: Path) -> None:
     (ckpt_dir / ".tmp-step-000400-12-1").mkdir()
     (ckpt_dir / ".trash-step-000100-12-2").mkdir()
     (ckpt_dir / "status.json").write_text("{}")
-    result = run(monkeypatch, path=str(ckpt_dir))
+    result = run_module(checkpoint_info, {"path": str(ckpt_dir)})
     assert result["incomplete"] == [".tmp-step-000400-12-1", ".trash-step-000100-12-2"]
     assert result["latest_name"] == "step-000300"
 
 
-def test_quarantined_checkpoints_are_listed_apart_and_never_chosen(
-    monkeypatch: pytest.MonkeyPatch, ckpt_dir: Path
-) -> None:
+def test_quarantined_checkpoints_are_listed_apart_and_never_chosen(ckpt_dir: Path) -> None:
     # What the trainer leaves after moving a corrupt newest checkpoint aside.
     flip_bit(ckpt_dir / "step-000300" / "state.pt")
     aside = ckpt_dir / "quarantine-step-000300-20261207T044033Z"
@@ -174,7 +149,7 @@ def test_quarantined_checkpoints_are_listed_apart_and_never_chosen(
     fmt.write_quarantine_note(str(aside), {"name": "step-000300", "reason": "state.pt: crc32"})
     older = ckpt_dir / "quarantine-step-000250-20261206T000000Z"
     make_checkpoint(ckpt_dir, 250, b"x" * 10).rename(older)  # no note: reason unknown
-    result = run(monkeypatch, path=str(ckpt_dir), verify="all")
+    result = run_module(checkpoint_info, {"path": str(ckpt_dir), "verify": "all"})
     assert result["latest_name"] == "step-000200" and result["corrupt"] == []
     assert [c["name"] for c in result["checkpoints"]] == ["step-000200", "step-000100"]
     assert result["quarantined"] == [
@@ -185,16 +160,14 @@ def test_quarantined_checkpoints_are_listed_apart_and_never_chosen(
             "reason": "unknown (QUARANTINE.json is missing or unreadable)",
         },
     ]
-    assert run(monkeypatch, path=str(ckpt_dir / "missing"))["quarantined"] == []
+    assert run_module(checkpoint_info, {"path": str(ckpt_dir / "missing")})["quarantined"] == []
 
 
-def test_check_mode_reports_the_same_and_changes_nothing(
-    monkeypatch: pytest.MonkeyPatch, ckpt_dir: Path
-) -> None:
+def test_check_mode_reports_the_same_and_changes_nothing(ckpt_dir: Path) -> None:
     (ckpt_dir / ".tmp-step-000400-12-1").mkdir()
     before = sorted((p.relative_to(ckpt_dir), p.stat().st_mtime_ns) for p in ckpt_dir.rglob("*"))
-    normal = run(monkeypatch, path=str(ckpt_dir), verify="all")
-    checked = run(monkeypatch, path=str(ckpt_dir), verify="all", _ansible_check_mode=True)
+    normal = run_module(checkpoint_info, {"path": str(ckpt_dir), "verify": "all"})
+    checked = run_module(checkpoint_info, {"path": str(ckpt_dir), "verify": "all"}, check_mode=True)
     after = sorted((p.relative_to(ckpt_dir), p.stat().st_mtime_ns) for p in ckpt_dir.rglob("*"))
     assert before == after
     for key in ("latest_name", "corrupt", "incomplete", "total_size_bytes"):
@@ -216,16 +189,14 @@ def test_segment_checksums_are_crc32_by_default_and_sha256_on_request(tmp_path: 
         fmt.hash_file(str(tmp_path / "f"), 1024, "md5")
 
 
-def test_sha256_checkpoints_verify_and_a_flipped_bit_names_sha256(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_sha256_checkpoints_verify_and_a_flipped_bit_names_sha256(tmp_path: Path) -> None:
     for step in (100, 200):
         make_checkpoint(tmp_path, step, os.urandom(4000), algorithm="sha256")
     make_checkpoint(tmp_path, 300, os.urandom(4000))
-    every = run(monkeypatch, path=str(tmp_path), verify="all")
+    every = run_module(checkpoint_info, {"path": str(tmp_path), "verify": "all"})
     assert every["corrupt"] == [] and [c["verified"] for c in every["checkpoints"]] == [True] * 3
     flip_bit(tmp_path / "step-000200" / "state.pt")
-    every = run(monkeypatch, path=str(tmp_path), verify="all")
+    every = run_module(checkpoint_info, {"path": str(tmp_path), "verify": "all"})
     assert every["corrupt"] == ["step-000200"]
     assert every["checkpoints"][1]["problems"][0].startswith("state.pt: sha256 mismatch in 1 of 4")
 
@@ -257,9 +228,7 @@ def test_manifest_rejects_unsafe_names_and_other_versions() -> None:
         fmt.loads_manifest(json.dumps(data).encode())
 
 
-def test_reads_a_checkpoint_written_by_the_training_runtime(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_reads_a_checkpoint_written_by_the_training_runtime(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
     sys.path.insert(0, str(REPO_ROOT / "roles" / "trainer" / "files"))
     try:
@@ -271,7 +240,7 @@ def test_reads_a_checkpoint_written_by_the_training_runtime(
         str(tmp_path), {"model": model}, config={"k": 1}, async_save=False
     ) as ckpt:
         ckpt.save(7, epoch=1)
-    result = run(monkeypatch, path=str(tmp_path), verify="all")
+    result = run_module(checkpoint_info, {"path": str(tmp_path), "verify": "all"})
     assert (result["latest_name"], result["latest_step"]) == ("step-000007", 7)
     assert result["latest"]["verified"] and result["latest"]["epoch"] == 1
     assert result["latest"]["config_fingerprint"] == fmt.config_fingerprint({"k": 1})

@@ -13,13 +13,13 @@ from unittest import mock
 
 import pytest
 from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
 from ansible_collections.unbroken.training.plugins.module_utils import (
     docker_daemon as dd,
 )
 from ansible_collections.unbroken.training.plugins.modules import (
     docker_daemon_config,
 )
+from module_runner import run_module
 
 NVIDIA = {"runtimes": {"nvidia": {"path": "/usr/bin/nvidia-container-runtime", "args": []}}}
 DEBIAN_EXEC_START = (
@@ -29,38 +29,11 @@ DEBIAN_EXEC_START = (
 )
 
 
-class ExitJson(Exception):
-    pass
-
-
-class FailJson(Exception):
-    pass
-
-
-def _exit_json(self: Any, **kwargs: Any) -> None:
-    kwargs.setdefault("changed", False)
-    kwargs["warnings"] = list(getattr(self, "_ut_warnings", []))
-    raise ExitJson(kwargs)
-
-
-def _fail_json(self: Any, msg: str, **kwargs: Any) -> None:
-    kwargs["msg"] = msg
-    raise FailJson(kwargs)
-
-
-def _warn(self: Any, warning: str) -> None:
-    self.__dict__.setdefault("_ut_warnings", []).append(warning)
-
-
-@pytest.fixture(autouse=True)
-def _patched_module(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(basic.AnsibleModule, "exit_json", _exit_json)
-    monkeypatch.setattr(basic.AnsibleModule, "fail_json", _fail_json)
-    monkeypatch.setattr(basic.AnsibleModule, "warn", _warn)
-
-
-def run(args: dict[str, Any], unit: str = "", env_file: str | None = None) -> dict[str, Any]:
-    """Run the module with args; `unit` is what `systemctl show` prints."""
+def run(
+    args: dict[str, Any], unit: str = "", env_file: str | None = None, **how: bool
+) -> dict[str, Any]:
+    """Run the module with args (``how``: run_module's check_mode, diff, fails); `unit` is
+    what `systemctl show` prints."""
     args.setdefault("service", "docker" if unit else "")
     lines = [unit] if unit else []
     if env_file is not None:
@@ -75,12 +48,8 @@ def run(args: dict[str, Any], unit: str = "", env_file: str | None = None) -> di
 
     run_command = mock.patch.object(basic.AnsibleModule, "run_command", fake_run_command)
     get_bin_path = mock.patch.object(basic.AnsibleModule, "get_bin_path", fake_get_bin_path)
-    with patch_module_args(args), run_command, get_bin_path:  # noqa: SIM117
-        with pytest.raises((ExitJson, FailJson)) as info:
-            docker_daemon_config.main()
-    result = info.value.args[0]
-    result["failed"] = isinstance(info.value, FailJson)
-    return result
+    with run_command, get_bin_path:
+        return run_module(docker_daemon_config, args, **how)
 
 
 @pytest.fixture
@@ -147,20 +116,13 @@ def test_remove_if_equal_leaves_a_user_choice_alone(tmp_path: Path) -> None:
 
 
 def test_invalid_path_expression_is_refused(daemon_json: Path) -> None:
-    result = run({"path": str(daemon_json), "remove": ["runtimes//nvidia"]})
-    assert result["failed"] and "invalid key path" in result["msg"]
+    result = run({"path": str(daemon_json), "remove": ["runtimes//nvidia"]}, fails=True)
+    assert "invalid key path" in result["msg"]
 
 
 def test_check_mode_reports_change_and_diff_without_writing(daemon_json: Path) -> None:
     before = daemon_json.read_text()
-    result = run(
-        {
-            "path": str(daemon_json),
-            "merge": NVIDIA,
-            "_ansible_check_mode": True,
-            "_ansible_diff": True,
-        }
-    )
+    result = run({"path": str(daemon_json), "merge": NVIDIA}, check_mode=True, diff=True)
     assert result["changed"] is True
     assert daemon_json.read_text() == before
     assert result["diff"]["before"] == before
@@ -197,8 +159,7 @@ def test_invalid_json_fails_clearly_and_leaves_the_file_alone(tmp_path: Path, te
     path = tmp_path / "daemon.json"
     path.write_text(text)
     mtime = path.stat().st_mtime_ns
-    result = run({"path": str(path), "merge": NVIDIA, "backup": True})
-    assert result["failed"] is True
+    result = run({"path": str(path), "merge": NVIDIA, "backup": True}, fails=True)
     assert str(path) in result["msg"] and "left unchanged" in result["msg"]
     assert path.read_text() == text
     assert path.stat().st_mtime_ns == mtime
@@ -208,7 +169,7 @@ def test_invalid_json_fails_clearly_and_leaves_the_file_alone(tmp_path: Path, te
 def test_invalid_json_message_names_line_and_column(tmp_path: Path) -> None:
     path = tmp_path / "daemon.json"
     path.write_text('{\n  "debug": true,\n}\n')
-    result = run({"path": str(path), "merge": NVIDIA})
+    result = run({"path": str(path), "merge": NVIDIA}, fails=True)
     assert "line 3, column 1" in result["msg"]
 
 

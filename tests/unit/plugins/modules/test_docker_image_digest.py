@@ -13,13 +13,9 @@ import urllib.error
 from typing import Any
 
 import pytest
-
-# utils first: it makes ansible_collections.unbroken.training importable from a plain checkout.
-from utils import AnsibleExitJson, AnsibleFailJson, patch_module, set_module_args
-
-# isort: split
 from ansible_collections.unbroken.training.plugins.module_utils import image_registry, image_storage
 from ansible_collections.unbroken.training.plugins.modules import docker_image_digest as m
+from module_runner import run_module
 
 DIGEST = "sha256:" + "a" * 64
 OTHER = "sha256:" + "b" * 64
@@ -340,25 +336,19 @@ def test_references_of_matches_only_the_repository():
 
 
 def test_main_refuses_bad_input_with_its_message(monkeypatch):
-    patch_module(monkeypatch)
     monkeypatch.setattr(m.AnsibleModule, "get_bin_path", lambda *_a, **_k: "/usr/bin/docker")
-    set_module_args({"repository": "pytorch/pytorch", "digest": "sha256:abc"})
-    with pytest.raises(AnsibleFailJson) as err:
-        m.main()
-    assert "malformed" in err.value.result["msg"]
+    failure = run_module(m, {"repository": "pytorch/pytorch", "digest": "sha256:abc"}, fails=True)
+    assert "malformed" in failure["msg"]
 
 
 def test_main_reports_a_present_image_unchanged(monkeypatch):
-    patch_module(monkeypatch)
     docker = FakeDocker()
     docker.add(IMAGE, f"pytorch/pytorch@{DIGEST}", "pytorch/pytorch:1.0")
     monkeypatch.setattr(m.AnsibleModule, "get_bin_path", lambda *_a, **_k: "/usr/bin/docker")
     monkeypatch.setattr(m.AnsibleModule, "run_command", lambda _self, args, **_k: docker(args))
-    set_module_args({"repository": "pytorch/pytorch", "tag": "1.0", "digest": DIGEST})
-    with pytest.raises(AnsibleExitJson) as result:
-        m.main()
-    assert result.value.result["changed"] is False
-    assert result.value.result["image_id"] == OTHER
+    result = run_module(m, {"repository": "pytorch/pytorch", "tag": "1.0", "digest": DIGEST})
+    assert result["changed"] is False
+    assert result["image_id"] == OTHER
 
 
 def test_password_is_declared_no_log():

@@ -10,28 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
 from ansible_collections.unbroken.training.plugins.modules import file_content
-from utils import AnsibleExitJson, AnsibleFailJson, patch_module
+from module_runner import run_module
 
 OLD = "ClientAliveInterval 0\n"
 NEW = "ClientAliveInterval 60\nClientAliveCountMax 3\n"
-
-
-@pytest.fixture(autouse=True)
-def _patched(monkeypatch: pytest.MonkeyPatch) -> None:
-    patch_module(monkeypatch)
-
-
-def run(args: dict[str, Any], check: bool = False, diff: bool = False) -> dict[str, Any]:
-    """Run the module; returns its result, with ``failed`` set when it failed."""
-    if check:
-        args["_ansible_check_mode"] = True
-    if diff:
-        args["_ansible_diff"] = True
-    with patch_module_args(args), pytest.raises((AnsibleExitJson, AnsibleFailJson)) as info:
-        file_content.main()
-    return info.value.result  # type: ignore[union-attr]
 
 
 def others(directory: Path, keep: Path) -> list[str]:
@@ -45,13 +28,13 @@ def mode_of(path: Path) -> int:
 
 def test_creates_the_file_with_its_mode_and_then_changes_nothing(tmp_path: Path) -> None:
     target = tmp_path / "keepalive.conf"
-    result = run({"path": str(target), "content": NEW, "mode": "0640"})
+    result = run_module(file_content, {"path": str(target), "content": NEW, "mode": "0640"})
     assert result["changed"] is True
     assert target.read_text() == NEW
     assert mode_of(target) == 0o640
     assert others(tmp_path, target) == []
 
-    again = run({"path": str(target), "content": NEW, "mode": "0640"})
+    again = run_module(file_content, {"path": str(target), "content": NEW, "mode": "0640"})
     assert again["changed"] is False
     assert again["checksum"] == result["checksum"]
 
@@ -59,7 +42,9 @@ def test_creates_the_file_with_its_mode_and_then_changes_nothing(tmp_path: Path)
 def test_changed_content_is_replaced_and_the_old_one_kept_as_backup(tmp_path: Path) -> None:
     target = tmp_path / "keepalive.conf"
     target.write_text(OLD)
-    result = run({"path": str(target), "content": NEW, "backup": True}, diff=True)
+    result = run_module(
+        file_content, {"path": str(target), "content": NEW, "backup": True}, diff=True
+    )
     assert result["changed"] is True
     assert target.read_text() == NEW
     assert Path(result["backup_file"]).read_text() == OLD
@@ -71,7 +56,7 @@ def test_changed_content_is_replaced_and_the_old_one_kept_as_backup(tmp_path: Pa
 def test_unchanged_content_makes_no_backup(tmp_path: Path) -> None:
     target = tmp_path / "keepalive.conf"
     target.write_text(NEW)
-    result = run({"path": str(target), "content": NEW, "backup": True})
+    result = run_module(file_content, {"path": str(target), "content": NEW, "backup": True})
     assert result["changed"] is False
     assert "backup_file" not in result
     assert others(tmp_path, target) == []
@@ -81,8 +66,11 @@ def test_check_mode_predicts_the_change_and_writes_nothing(tmp_path: Path) -> No
     target = tmp_path / "keepalive.conf"
     target.write_text(OLD)
     os.chmod(target, 0o600)
-    result = run(
-        {"path": str(target), "content": NEW, "mode": "0644", "backup": True}, check=True, diff=True
+    result = run_module(
+        file_content,
+        {"path": str(target), "content": NEW, "mode": "0644", "backup": True},
+        check_mode=True,
+        diff=True,
     )
     assert result["changed"] is True
     assert target.read_text() == OLD
@@ -93,7 +81,9 @@ def test_check_mode_predicts_the_change_and_writes_nothing(tmp_path: Path) -> No
     assert attributes_diff["after"]["mode"] == "0644"
 
     missing = tmp_path / "new.conf"
-    result = run({"path": str(missing), "content": NEW, "mode": "0644"}, check=True)
+    result = run_module(
+        file_content, {"path": str(missing), "content": NEW, "mode": "0644"}, check_mode=True
+    )
     assert result["changed"] is True
     assert not missing.exists()
 
@@ -102,7 +92,9 @@ def test_only_the_mode_differs(tmp_path: Path) -> None:
     target = tmp_path / "mosh-server"
     target.write_text(NEW)
     os.chmod(target, 0o644)
-    result = run({"path": str(target), "content": NEW, "mode": "0755"}, diff=True)
+    result = run_module(
+        file_content, {"path": str(target), "content": NEW, "mode": "0755"}, diff=True
+    )
     assert result["changed"] is True
     assert mode_of(target) == 0o755
     assert result["diff"]["before"]["mode"] == "0644"
@@ -112,10 +104,11 @@ def test_only_the_mode_differs(tmp_path: Path) -> None:
 def test_refused_content_leaves_the_file_and_no_temporary_file(tmp_path: Path) -> None:
     target = tmp_path / "tmux.conf"
     target.write_text(OLD)
-    result = run(
-        {"path": str(target), "content": NEW, "backup": True, "validate": "grep -q Nonexistent %s"}
+    result = run_module(
+        file_content,
+        {"path": str(target), "content": NEW, "backup": True, "validate": "grep -q Nonexistent %s"},
+        fails=True,
     )
-    assert result["failed"] is True
     assert "failed validation" in result["msg"]
     assert result["rc"] == 1
     assert target.read_text() == OLD
@@ -124,8 +117,9 @@ def test_refused_content_leaves_the_file_and_no_temporary_file(tmp_path: Path) -
 
 def test_validate_sees_the_new_content(tmp_path: Path) -> None:
     target = tmp_path / "tmux.conf"
-    result = run(
-        {"path": str(target), "content": NEW, "validate": "grep -q ClientAliveCountMax %s"}
+    result = run_module(
+        file_content,
+        {"path": str(target), "content": NEW, "validate": "grep -q ClientAliveCountMax %s"},
     )
     assert result["changed"] is True
     assert target.read_text() == NEW
@@ -143,8 +137,7 @@ def test_bad_input_is_refused_before_anything_is_written(
     tmp_path: Path, args: dict[str, Any], message: str
 ) -> None:
     path = tmp_path / args.pop("path_in", "keepalive.conf")
-    result = run({"path": str(path), "content": NEW, **args})
-    assert result["failed"] is True
+    result = run_module(file_content, {"path": str(path), "content": NEW, **args}, fails=True)
     assert message in result["msg"]
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
@@ -154,7 +147,7 @@ def test_a_symbolic_link_is_replaced_and_its_target_left_alone(tmp_path: Path) -
     elsewhere.write_text(NEW)
     link = tmp_path / "keepalive.conf"
     link.symlink_to(elsewhere)
-    result = run({"path": str(link), "content": NEW})
+    result = run_module(file_content, {"path": str(link), "content": NEW})
     assert result["changed"] is True
     assert not link.is_symlink()
     assert link.read_text() == NEW

@@ -17,26 +17,12 @@ from typing import Any
 
 import pytest
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.testing import patch_module_args
 from ansible_collections.unbroken.training.plugins.modules import host_info
-from utils import AnsibleExitJson, AnsibleFailJson, patch_module
+from module_runner import run_module
 
 # dpkg-query -W -f '${Package}\t${db:Status-Abbrev}\t${Version}\n' tmux mosh screen nosuch
 DPKG_OUT = "tmux\tii \t3.3a-3\nmosh\trc \t1.4.0-1\nscreen\tii \t4.9.0-4\n"
 RPM_OUT = "tmux\t3.2a-5.el9\npackage mosh is not installed\n"
-
-
-@pytest.fixture(autouse=True)
-def _patched(monkeypatch: pytest.MonkeyPatch) -> None:
-    patch_module(monkeypatch)
-
-
-def run(args: dict[str, Any], check: bool = False) -> dict[str, Any]:
-    if check:
-        args["_ansible_check_mode"] = True
-    with patch_module_args(args), pytest.raises((AnsibleExitJson, AnsibleFailJson)) as info:
-        host_info.main()
-    return info.value.result  # type: ignore[union-attr]
 
 
 def fake_host(monkeypatch: pytest.MonkeyPatch, bins: dict[str, str]) -> list[list[str]]:
@@ -61,7 +47,7 @@ def fake_host(monkeypatch: pytest.MonkeyPatch, bins: dict[str, str]) -> list[lis
 
 def test_packages_from_one_dpkg_query_run_with_versions(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = fake_host(monkeypatch, {"dpkg-query": DPKG_OUT})
-    result = run({"packages": ["tmux", "mosh", "screen", "nosuch"]})
+    result = run_module(host_info, {"packages": ["tmux", "mosh", "screen", "nosuch"]})
     assert result["changed"] is False
     assert result["packages"] == {
         "tmux": {"installed": True, "version": "3.3a-3"},
@@ -75,7 +61,7 @@ def test_packages_from_one_dpkg_query_run_with_versions(monkeypatch: pytest.Monk
 
 def test_packages_from_rpm_where_there_is_no_dpkg(monkeypatch: pytest.MonkeyPatch) -> None:
     fake_host(monkeypatch, {"rpm": RPM_OUT})
-    result = run({"packages": ["tmux", "mosh"]})
+    result = run_module(host_info, {"packages": ["tmux", "mosh"]})
     assert result["packages"] == {
         "tmux": {"installed": True, "version": "3.2a-5.el9"},
         "mosh": {"installed": False, "version": None},
@@ -90,23 +76,23 @@ def test_apt_index_missing_lists_and_the_age_of_the_success_stamp(
     lists.mkdir()
     monkeypatch.setattr(host_info, "APT_LISTS", str(lists))
     monkeypatch.setattr(host_info, "APT_STAMP", str(stamp))
-    assert run({"apt_index": True})["apt_index"]["present"] is False
+    assert run_module(host_info, {"apt_index": True})["apt_index"]["present"] is False
 
     (lists / "deb.example_dists_bookworm_main_binary-amd64_Packages").write_text("")
     stamp.write_text("")
     two_hours_ago = time.time() - 7200
     os.utime(stamp, (two_hours_ago, two_hours_ago))
-    index = run({"apt_index": True})["apt_index"]
+    index = run_module(host_info, {"apt_index": True})["apt_index"]
     assert index["present"] is True
     assert 7190 <= index["age_seconds"] <= 7300
     # Without the stamp, the lists directory's time (new: just written) is what apt reads.
     stamp.unlink()
-    assert run({"apt_index": True})["apt_index"]["age_seconds"] < 100
+    assert run_module(host_info, {"apt_index": True})["apt_index"]["age_seconds"] < 100
 
 
 def test_no_apt_index_on_a_host_without_apt(monkeypatch: pytest.MonkeyPatch) -> None:
     fake_host(monkeypatch, {"rpm": ""})
-    assert run({"apt_index": True})["apt_index"] is None
+    assert run_module(host_info, {"apt_index": True})["apt_index"] is None
 
 
 def test_files_report_mode_owner_and_the_checksum_copy_reports(tmp_path: Path) -> None:
@@ -115,9 +101,9 @@ def test_files_report_mode_owner_and_the_checksum_copy_reports(tmp_path: Path) -
     wrapper.chmod(0o755)
     link = tmp_path / "link"
     link.symlink_to(wrapper)
-    files = run({"files": [str(wrapper), str(tmp_path / "absent"), str(link), str(tmp_path)]})[
-        "files"
-    ]
+    files = run_module(
+        host_info, {"files": [str(wrapper), str(tmp_path / "absent"), str(link), str(tmp_path)]}
+    )["files"]
     me = files[str(wrapper)]
     assert me["exists"] is True and me["type"] == "file" and me["mode"] == "0755"
     assert me["checksum"] == hashlib.sha1(wrapper.read_bytes()).hexdigest()
@@ -141,7 +127,7 @@ def test_active_firewalls_in_order_of_preference(
 ) -> None:
     bins = {"systemctl": units, **({"ufw": ufw} if ufw is not None else {})}
     calls = fake_host(monkeypatch, bins)
-    assert run({"firewall": True})["firewall"] == {"active": active}
+    assert run_module(host_info, {"firewall": True})["firewall"] == {"active": active}
     assert [
         "/stand-in/systemctl",
         "is-active",
@@ -153,7 +139,7 @@ def test_active_firewalls_in_order_of_preference(
 
 def test_nothing_is_read_that_was_not_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = fake_host(monkeypatch, {"dpkg-query": DPKG_OUT, "systemctl": "", "locale": "C\n"})
-    result = run({})
+    result = run_module(host_info, {})
     assert calls == []
     assert result["packages"] == {} and result["apt_index"] is None and result["locales"] == []
     assert (
@@ -172,7 +158,8 @@ def test_commands_report_exit_status_output_and_environment(tmp_path: Path) -> N
         "sys.exit(3)\n"
     )
     script.chmod(0o755)
-    result = run(
+    result = run_module(
+        host_info,
         {
             "commands": [
                 {
@@ -182,7 +169,7 @@ def test_commands_report_exit_status_output_and_environment(tmp_path: Path) -> N
                 },
                 {"name": "missing", "argv": [str(tmp_path / "no-such-program")]},
             ]
-        }
+        },
     )
     probe = result["commands"]["probe"]
     assert probe == {"rc": 3, "stdout": "'C' ''\n", "stderr": "broken\n", "skipped": False}
@@ -192,14 +179,19 @@ def test_commands_report_exit_status_output_and_environment(tmp_path: Path) -> N
 
 def test_commands_are_not_run_in_check_mode(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
-    result = run({"commands": [{"name": "touch", "argv": ["touch", str(marker)]}]}, check=True)
+    result = run_module(
+        host_info,
+        {"commands": [{"name": "touch", "argv": ["touch", str(marker)]}]},
+        check_mode=True,
+    )
     assert result["commands"]["touch"] == {"rc": None, "stdout": "", "stderr": "", "skipped": True}
     assert not marker.exists()
 
 
 def test_repeated_command_names_are_refused() -> None:
-    result = run({"commands": [{"name": "a", "argv": ["true"]}, {"name": "a", "argv": ["false"]}]})
-    assert result["failed"] is True and "repeated: a" in result["msg"]
+    commands = [{"name": "a", "argv": ["true"]}, {"name": "a", "argv": ["false"]}]
+    result = run_module(host_info, {"commands": commands}, fails=True)
+    assert "repeated: a" in result["msg"]
 
 
 def test_units_report_each_active_state_from_one_systemctl_run(
@@ -207,7 +199,7 @@ def test_units_report_each_active_state_from_one_systemctl_run(
 ) -> None:
     # systemctl is-active ssh ssh.socket, sshd running from its service
     calls = fake_host(monkeypatch, {"systemctl": "active\ninactive\n"})
-    assert run({"units": ["ssh", "ssh.socket"]})["units"] == {
+    assert run_module(host_info, {"units": ["ssh", "ssh.socket"]})["units"] == {
         "ssh": "active",
         "ssh.socket": "inactive",
     }
@@ -217,9 +209,9 @@ def test_units_report_each_active_state_from_one_systemctl_run(
 def test_units_are_empty_without_a_running_systemd(monkeypatch: pytest.MonkeyPatch) -> None:
     # "System has not been booted with systemd" goes to stderr: nothing on stdout.
     fake_host(monkeypatch, {"systemctl": ""})
-    assert run({"units": ["ssh", "ssh.socket"]})["units"] == {}
+    assert run_module(host_info, {"units": ["ssh", "ssh.socket"]})["units"] == {}
     fake_host(monkeypatch, {})
-    assert run({"units": ["ssh"]})["units"] == {}
+    assert run_module(host_info, {"units": ["ssh"]})["units"] == {}
 
 
 def test_pid_is_the_first_live_process_of_the_pid_files(tmp_path: Path) -> None:
@@ -229,5 +221,5 @@ def test_pid_is_the_first_live_process_of_the_pid_files(tmp_path: Path) -> None:
     stale.write_text(f"{2**22 + 1}\n")
     live.write_text(f"{os.getpid()}\n")
     paths = [str(p) for p in (missing, garbage, stale, live)]
-    assert run({"pid_files": paths})["pid"] == os.getpid()
-    assert run({"pid_files": paths[:3]})["pid"] is None
+    assert run_module(host_info, {"pid_files": paths})["pid"] == os.getpid()
+    assert run_module(host_info, {"pid_files": paths[:3]})["pid"] is None

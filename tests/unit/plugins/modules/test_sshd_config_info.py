@@ -8,13 +8,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-# utils first: it makes ansible_collections.unbroken.training importable from a plain checkout.
-from utils import AnsibleExitJson, AnsibleFailJson, patch_module, set_module_args
-
-# isort: split
 from ansible_collections.unbroken.training.plugins.module_utils import sshd_config as sc
 from ansible_collections.unbroken.training.plugins.modules import sshd_config_info
+from module_runner import run_module
 
 SSHD_T_OUTPUT = """\
 port 22
@@ -304,7 +300,6 @@ class FakeRun:
 
 @pytest.fixture
 def fake_sshd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeRun:
-    patch_module(monkeypatch)
     run = FakeRun()
     monkeypatch.setattr(
         sshd_config_info.AnsibleModule,
@@ -319,29 +314,16 @@ def fake_sshd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeRun:
     return run
 
 
-def run_module(args: dict) -> dict:
-    set_module_args(args)
-    with pytest.raises(AnsibleExitJson) as caught:
-        sshd_config_info.main()
-    return caught.value.result
-
-
-def fail_module(args: dict) -> dict:
-    set_module_args(args)
-    with pytest.raises(AnsibleFailJson) as caught:
-        sshd_config_info.main()
-    return caught.value.result
-
-
 def test_module_returns_effective_config_and_origins(etc: Path, fake_sshd: FakeRun) -> None:
     write(etc / "sshd_config.d/50-cloud-init.conf", "ClientAliveInterval 0\n")
     result = run_module(
+        sshd_config_info,
         {
             "config_file": str(etc / "sshd_config"),
             "expect": {"ClientAliveInterval": 60, "TCPKeepAlive": True},
             "keywords": ["UsePAM"],
             "included_file": str(etc / "sshd_config.d/00-unbroken-keepalive.conf"),
-        }
+        },
     )
     assert result["changed"] is False
     assert fake_sshd.commands == [
@@ -379,25 +361,28 @@ def test_module_reports_version_and_probe_factor(
     etc: Path, fake_sshd: FakeRun, version_output: tuple, version: object, factor: int
 ) -> None:
     fake_sshd.version_output = version_output
-    result = run_module({"config_file": str(etc / "sshd_config")})
+    result = run_module(sshd_config_info, {"config_file": str(etc / "sshd_config")})
     assert result["version"] == version
     assert result["client_alive_probe_factor"] == factor
 
 
 def test_module_passes_connection_spec(etc: Path, fake_sshd: FakeRun) -> None:
     result = run_module(
+        sshd_config_info,
         {
             "config_file": str(etc / "sshd_config"),
             "connection": {"user": "backup", "addr": "192.0.2.7", "lport": 22},
-        }
+        },
     )
     assert fake_sshd.commands[0][-2:] == ["-C", "user=backup,addr=192.0.2.7,lport=22"]
     assert result["connection_spec"] == "user=backup,addr=192.0.2.7,lport=22"
 
 
 def test_module_refuses_spec_injection(etc: Path, fake_sshd: FakeRun) -> None:
-    result = fail_module(
-        {"config_file": str(etc / "sshd_config"), "connection": {"user": "x,addr=1.2.3.4"}}
+    result = run_module(
+        sshd_config_info,
+        {"config_file": str(etc / "sshd_config"), "connection": {"user": "x,addr=1.2.3.4"}},
+        fails=True,
     )
     assert "must not contain" in result["msg"]
     assert fake_sshd.commands == []
@@ -405,7 +390,9 @@ def test_module_refuses_spec_injection(etc: Path, fake_sshd: FakeRun) -> None:
 
 def test_module_is_read_only_in_check_mode(etc: Path, fake_sshd: FakeRun) -> None:
     before = {p: p.read_text() for p in etc.rglob("*") if p.is_file()}
-    result = run_module({"config_file": str(etc / "sshd_config"), "_ansible_check_mode": True})
+    result = run_module(
+        sshd_config_info, {"config_file": str(etc / "sshd_config")}, check_mode=True
+    )
     assert result["changed"] is False
     assert result["config"]["clientaliveinterval"] == "0"
     assert fake_sshd.commands, "check mode still reads the effective configuration"
@@ -415,38 +402,41 @@ def test_module_is_read_only_in_check_mode(etc: Path, fake_sshd: FakeRun) -> Non
 def test_module_fails_with_sshd_message(etc: Path, fake_sshd: FakeRun) -> None:
     fake_sshd.rc, fake_sshd.out = 255, ""
     fake_sshd.err = "/etc/ssh/sshd_config.d/a.conf: line 1: Bad configuration option: Bogus\n"
-    result = fail_module({"config_file": str(etc / "sshd_config")})
+    result = run_module(sshd_config_info, {"config_file": str(etc / "sshd_config")}, fails=True)
     assert "Bad configuration option: Bogus" in result["msg"]
     assert result["rc"] == 255
 
 
 def test_module_fails_when_sshd_missing(etc: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    patch_module(monkeypatch)
     monkeypatch.setattr(
         sshd_config_info.AnsibleModule,
         "get_bin_path",
         lambda self, name, required=False, opt_dirs=None: None,
     )
-    result = fail_module({"config_file": str(etc / "sshd_config")})
+    result = run_module(sshd_config_info, {"config_file": str(etc / "sshd_config")}, fails=True)
     assert "sshd not found" in result["msg"]
     assert "openssh-server" in result["msg"]
 
 
 def test_module_fails_when_given_binary_is_not_executable(etc: Path, fake_sshd: FakeRun) -> None:
-    result = fail_module(
-        {"config_file": str(etc / "sshd_config"), "binary": str(etc / "sshd_config")}
+    result = run_module(
+        sshd_config_info,
+        {"config_file": str(etc / "sshd_config"), "binary": str(etc / "sshd_config")},
+        fails=True,
     )
     assert "not an executable" in result["msg"]
     assert fake_sshd.commands == []
 
 
 def test_module_fails_when_config_missing(tmp_path: Path, fake_sshd: FakeRun) -> None:
-    result = fail_module({"config_file": str(tmp_path / "nope")})
+    result = run_module(sshd_config_info, {"config_file": str(tmp_path / "nope")}, fails=True)
     assert "does not exist" in result["msg"]
 
 
 def test_module_client_target_needs_host(etc: Path, fake_sshd: FakeRun) -> None:
-    result = fail_module({"target": "ssh", "config_file": str(etc / "sshd_config")})
+    result = run_module(
+        sshd_config_info, {"target": "ssh", "config_file": str(etc / "sshd_config")}, fails=True
+    )
     assert "host is required" in result["msg"]
 
 
@@ -454,12 +444,13 @@ def test_module_client_target_runs_ssh_g(tmp_path: Path, fake_sshd: FakeRun) -> 
     main = write(tmp_path / "ssh_config", "Host *\n  ServerAliveInterval 30\n")
     fake_sshd.out = "host gpu01\nserveraliveinterval 30\nserveralivecountmax 3\n"
     result = run_module(
+        sshd_config_info,
         {
             "target": "ssh",
             "host": "gpu01",
             "config_file": str(main),
             "expect": {"ServerAliveInterval": 60},
-        }
+        },
     )
     assert fake_sshd.commands == [
         ["/usr/sbin/ssh", "-G", "-F", str(main), "--", "gpu01"],
@@ -471,16 +462,21 @@ def test_module_client_target_runs_ssh_g(tmp_path: Path, fake_sshd: FakeRun) -> 
 
 
 @pytest.mark.skipif(shutil.which("ssh") is None, reason="openssh-client is not installed")
-def test_module_with_real_ssh_client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    patch_module(monkeypatch)
+def test_module_with_real_ssh_client(tmp_path: Path) -> None:
     write(tmp_path / "ssh_config.d/00-unbroken.conf", "Host *\n  ServerAliveInterval 60\n")
     write(tmp_path / "ssh_config.d/00-aaa.conf", "Host gpu*\n  ServerAliveInterval 7\n")
     main = write(tmp_path / "ssh_config", f"Include {tmp_path}/ssh_config.d/*.conf\n")
     expect = {"ServerAliveInterval": 60}
-    ok = run_module({"target": "ssh", "host": "login1", "config_file": str(main), "expect": expect})
+    ok = run_module(
+        sshd_config_info,
+        {"target": "ssh", "host": "login1", "config_file": str(main), "expect": expect},
+    )
     assert ok["config"]["serveraliveinterval"] == "60"
     assert ok["mismatches"] == []
-    bad = run_module({"target": "ssh", "host": "gpu3", "config_file": str(main), "expect": expect})
+    bad = run_module(
+        sshd_config_info,
+        {"target": "ssh", "host": "gpu3", "config_file": str(main), "expect": expect},
+    )
     assert bad["config"]["serveraliveinterval"] == "7"
     assert bad["mismatches"][0]["origin"]["file"] == str(tmp_path / "ssh_config.d/00-aaa.conf")
 
@@ -506,11 +502,12 @@ def test_module_compensates_the_expected_interval_for_slow_probes(
         "clientaliveinterval 0", f"clientaliveinterval {compared}"
     )
     result = run_module(
+        sshd_config_info,
         {
             "config_file": str(etc / "sshd_config"),
             "expect": {"ClientAliveInterval": requested, "ClientAliveCountMax": 3},
             "compensate_slow_probes": True,
-        }
+        },
     )
     assert result["expected"] == {"ClientAliveInterval": compared, "ClientAliveCountMax": 3}
     assert result["mismatches"] == []
@@ -519,11 +516,12 @@ def test_module_compensates_the_expected_interval_for_slow_probes(
 def test_module_compensated_mismatch_names_the_halved_value(etc: Path, fake_sshd: FakeRun) -> None:
     write(etc / "sshd_config.d/00-aaa-site.conf", "ClientAliveInterval 0\n")
     result = run_module(
+        sshd_config_info,
         {
             "config_file": str(etc / "sshd_config"),
             "expect": {"clientaliveinterval": 60},
             "compensate_slow_probes": True,
-        }
+        },
     )
     assert result["expected"] == {"clientaliveinterval": 30}
     message = result["mismatches"][0]["message"]
@@ -533,7 +531,8 @@ def test_module_compensated_mismatch_names_the_halved_value(etc: Path, fake_sshd
 
 def test_module_without_compensation_compares_as_given(etc: Path, fake_sshd: FakeRun) -> None:
     result = run_module(
-        {"config_file": str(etc / "sshd_config"), "expect": {"ClientAliveInterval": 60}}
+        sshd_config_info,
+        {"config_file": str(etc / "sshd_config"), "expect": {"ClientAliveInterval": 60}},
     )
     assert result["client_alive_probe_factor"] == 2
     assert result["expected"] == {"ClientAliveInterval": 60}
@@ -544,11 +543,12 @@ def test_module_compensates_an_interval_in_sshd_time_format(etc: Path, fake_sshd
     """sshd reads 1m as 60 (sshd -T -o ClientAliveInterval=1m prints 60): so do we."""
     fake_sshd.out = SSHD_T_OUTPUT.replace("clientaliveinterval 0", "clientaliveinterval 30")
     result = run_module(
+        sshd_config_info,
         {
             "config_file": str(etc / "sshd_config"),
             "expect": {"ClientAliveInterval": "1m"},
             "compensate_slow_probes": True,
-        }
+        },
     )
     assert result["expected"] == {"ClientAliveInterval": 30}
     assert result["mismatches"] == []
@@ -557,20 +557,24 @@ def test_module_compensates_an_interval_in_sshd_time_format(etc: Path, fake_sshd
 def test_module_refuses_compensation_of_a_value_that_is_not_a_time(
     etc: Path, fake_sshd: FakeRun
 ) -> None:
-    result = fail_module(
+    result = run_module(
+        sshd_config_info,
         {
             "config_file": str(etc / "sshd_config"),
             "expect": {"ClientAliveInterval": "1.5"},
             "compensate_slow_probes": True,
-        }
+        },
+        fails=True,
     )
     assert "is not a time sshd reads" in result["msg"]
 
 
 def test_module_refuses_compensation_for_the_client(tmp_path: Path, fake_sshd: FakeRun) -> None:
     main = write(tmp_path / "ssh_config", "Host *\n")
-    result = fail_module(
-        {"target": "ssh", "host": "h", "config_file": str(main), "compensate_slow_probes": True}
+    result = run_module(
+        sshd_config_info,
+        {"target": "ssh", "host": "h", "config_file": str(main), "compensate_slow_probes": True},
+        fails=True,
     )
     assert "only for target=sshd" in result["msg"]
     assert fake_sshd.commands == []
@@ -692,13 +696,14 @@ def test_module_checks_every_match_block_and_names_its_line(etc: Path, fake_sshd
 
     fake_sshd.record = record  # type: ignore[method-assign]
     result = run_module(
+        sshd_config_info,
         {
             "config_file": str(etc / "sshd_config"),
             "expect": {"ClientAliveInterval": 60},
             "check_match_blocks": True,
             "match_contexts": [{"user": "alice", "addr": "198.51.100.7"}],
             "included_file": str(etc / "sshd_config.d/00-unbroken-keepalive.conf"),
-        }
+        },
     )
     specs = [c[-1] for c in fake_sshd.commands if "-C" in c]
     assert specs == [
@@ -715,7 +720,10 @@ def test_module_checks_every_match_block_and_names_its_line(etc: Path, fake_sshd
 
 
 def test_module_does_not_check_match_blocks_unless_asked(etc: Path, fake_sshd: FakeRun) -> None:
-    run_module({"config_file": str(etc / "sshd_config"), "expect": {"ClientAliveInterval": 0}})
+    run_module(
+        sshd_config_info,
+        {"config_file": str(etc / "sshd_config"), "expect": {"ClientAliveInterval": 0}},
+    )
     assert not [c for c in fake_sshd.commands if "-C" in c]
 
 
@@ -727,12 +735,13 @@ def test_shadowed_predicts_a_dropin_that_sorts_before_ours(etc: Path, fake_sshd:
     write(etc / "sshd_config.d/00-aaa-site.conf", "# site\nClientAliveInterval 0\n")
     write(etc / "sshd_config.d/50-later.conf", "ClientAliveCountMax 9\n")
     result = run_module(
+        sshd_config_info,
         {
             "config_file": str(etc / "sshd_config"),
             "expect": {"ClientAliveInterval": 60, "ClientAliveCountMax": 3},
             "compensate_slow_probes": True,
             "included_file": str(etc / "sshd_config.d/00-unbroken-keepalive.conf"),
-        }
+        },
     )
     assert [found["keyword"] for found in result["shadowed"]] == ["ClientAliveInterval"]
     message = result["shadowed"][0]["message"]
@@ -745,11 +754,12 @@ def test_shadowed_is_empty_when_our_include_would_come_first(
 ) -> None:
     main = write(tmp_path / "sshd_config", "ClientAliveInterval 0\n")
     result = run_module(
+        sshd_config_info,
         {
             "config_file": str(main),
             "expect": {"ClientAliveInterval": 60},
             "included_file": str(tmp_path / "sshd_config.d/00-unbroken-keepalive.conf"),
-        }
+        },
     )
     assert result["included"] is False
     assert result["mismatches"], "today's value is not ours"

@@ -20,13 +20,13 @@ import pytest
 REPO = Path(__file__).resolve().parents[4]
 
 
-from ansible.module_utils.testing import patch_module_args  # noqa: E402
 from ansible_collections.unbroken.training.plugins.module_utils import (  # noqa: E402
     checkpoint_manifest as fmt,
 )
 from ansible_collections.unbroken.training.plugins.modules import (  # noqa: E402
     training_status,
 )
+from module_runner import run_module  # noqa: E402
 
 
 def _load_runtime_status_module() -> Any:
@@ -282,12 +282,6 @@ def test_torn_newest_checkpoint_is_not_reported_as_the_last_one(job: dict[str, A
 # -- the module entry point --------------------------------------------------------------
 
 
-def _run_module(args: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
-    with patch_module_args(args), pytest.raises(SystemExit):
-        training_status.main()
-    return json.loads(capsys.readouterr().out)
-
-
 def _define(config_dir: Path, job: dict[str, Any]) -> None:
     (config_dir / "jobs").mkdir(parents=True, exist_ok=True)
     (config_dir / "jobs" / f"{job['name']}.json").write_text(json.dumps(job))
@@ -296,7 +290,6 @@ def _define(config_dir: Path, job: dict[str, Any]) -> None:
 def test_module_reports_every_defined_job_in_check_mode(
     tmp_path: Path,
     job: dict[str, Any],
-    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     config = tmp_path / "etc"
@@ -309,19 +302,17 @@ def test_module_reports_every_defined_job_in_check_mode(
         return _show(started_mono=time.monotonic() - 10)(argv)
 
     monkeypatch.setattr(training_status.AnsibleModule, "run_command", fake_run_command)
-    result = _run_module({"config_dir": str(config), "_ansible_check_mode": True}, capsys)
+    result = run_module(training_status, {"config_dir": str(config)}, check_mode=True)
     assert result["changed"] is False
     assert [j["name"] for j in result["jobs"]] == ["demo", "second"]
     assert result["jobs_by_name"]["demo"]["training"] is True
     assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written
 
 
-def test_module_fails_clearly_for_an_unknown_job(
-    tmp_path: Path, job: dict[str, Any], capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_module_fails_clearly_for_an_unknown_job(tmp_path: Path, job: dict[str, Any]) -> None:
     _define(tmp_path, job)
-    result = _run_module({"config_dir": str(tmp_path), "name": ["demo", "nope"]}, capsys)
-    assert result["failed"] is True
+    args = {"config_dir": str(tmp_path), "name": ["demo", "nope"]}
+    result = run_module(training_status, args, fails=True)
     assert "no readable job definition for nope" in result["msg"]
 
 
@@ -607,7 +598,6 @@ def test_wait_polls_until_settled_and_gives_up_at_its_timeout() -> None:
 def test_module_wait_fails_naming_the_job_that_did_not_settle(
     tmp_path: Path,
     job: dict[str, Any],
-    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     _define(tmp_path, job)
@@ -619,13 +609,12 @@ def test_module_wait_fails_naming_the_job_that_did_not_settle(
     monkeypatch.setattr(training_status.AnsibleModule, "run_command", fake_run_command)
     monkeypatch.setattr(training_status, "WAIT_POLL_SECONDS", 0.05)
     args = {"config_dir": str(tmp_path), "name": ["demo"], "wait": True, "wait_timeout": 0}
-    result = _run_module(args, capsys)
-    assert result["failed"] is True
+    result = run_module(training_status, args, fails=True)
     assert result["msg"].startswith("not settled after 0 s: demo is training (unit active/running")
     assert result["jobs"][0]["name"] == "demo"
     _write_status(job["status_file"], time.time())
-    result = _run_module({**args, "wait_timeout": 5}, capsys)
-    assert "failed" not in result and result["msg"] == "demo trains (step 120)"
+    result = run_module(training_status, {**args, "wait_timeout": 5})
+    assert result["msg"] == "demo trains (step 120)"
 
 
 # -- the metrics stream: the whole history, thinned on the host --------------------------
