@@ -592,10 +592,20 @@ def main(argv: list[str] | None = None) -> int:
             args.collective_timeout,
         )
     try:
-        return run_job(args, job)
+        code = run_job(args, job)
     finally:
         if job is not None:
             job.close()
+    if job is not None:
+        # Everything is said and saved: leave without the interpreter's finalisation. The
+        # groups live on in DDP and in the job object, and gloo's C++ teardown running there
+        # sometimes aborted a worker ("terminate called without an active exception",
+        # SIGABRT), so torchrun reported a finished job as failed.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def run_job(args: argparse.Namespace, job: DistributedJob | None) -> int:
