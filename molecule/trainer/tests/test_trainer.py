@@ -268,6 +268,15 @@ def test_04_invalid_definitions_are_refused_before_anything_changes():
     assert (sh(snapshot).stdout, unit("ExecMainPID", "NRestarts")) == before
 
 
+def test_04b_check_mode_on_the_converged_host_reports_no_change():
+    """check mode reads what the role decides on (systemd version, images, installed files)
+    and, on the converged host, finds nothing to change."""
+    run = ansible_playbook("check_mode.yml", "--check", "--diff")
+    assert run.returncode == 0, run.stdout[-3000:]
+    recap = re.search(r"ut-trainer-1\s*:.*\bchanged=0\b.*\bfailed=0\b", run.stdout)
+    assert recap, run.stdout[-3000:]
+
+
 def test_05_sigkill_of_the_container_restarts_and_resumes():
     """Fault 2: docker kill -s KILL; systemd restarts the job, it resumes from the newest."""
     restarts = int(unit("NRestarts")["NRestarts"])
