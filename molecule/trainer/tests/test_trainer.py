@@ -242,10 +242,7 @@ INVALID = {
     "duplicate_names": "trainer_jobs has duplicate names (demo)",
     "hang_timeout_below_two_watchdog_checks": "at least twice trainer_watchdog_interval",
     "image_not_on_host": "image unbroken-test/not-here:1 is not on this host",
-    "two_bad_values": (
-        'gpus "two" is not understood',
-        "image unbroken-test/not-here:1 is not on this host",
-    ),
+    "two_bad_values": ("is not understood", "image unbroken-test/not-here:1 is not on this host"),
 }
 
 
