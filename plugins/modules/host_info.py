@@ -19,8 +19,8 @@ description:
   - Installed packages with their versions (dpkg, else rpm); the apt index's presence and
     age, as apt's C(cache_valid_time) reads it; the locales C(locale -a) lists; checksum,
     mode and owner of files; which firewall is active; the state of systemd units; the
-    live process of a PID file; and the exit status and output of programs a role runs to
-    prove its effective state.
+    live process of a PID file; which Docker images the engine holds; and the exit status
+    and output of programs a role runs to prove its effective state.
 author:
   - unbroken.training contributors (@unbroken-training)
 options:
@@ -58,6 +58,17 @@ options:
     type: list
     elements: path
     default: []
+  images:
+    description:
+      - Docker image references (or IDs) whose presence and image ID to report in
+        RV(images), read with C(docker image inspect). Reads only, so also in check mode.
+    type: list
+    elements: str
+    default: []
+  docker_binary:
+    description: The Docker client that reads O(images).
+    type: str
+    default: docker
   commands:
     description:
       - Programs to run (without a shell), each reported under its O(commands[].name) in
@@ -169,6 +180,15 @@ pid:
   returned: always
   type: int
   sample: 812
+images:
+  description:
+    - One entry per O(images) reference. C(present); C(id), the local image ID, or null;
+      C(error), why the image cannot be read (docker's message, for example
+      C(No such image)), or null.
+  returned: always
+  type: dict
+  sample: {"nvcr.io/nvidia/pytorch:24.05-py3": {"present": true, "error": null,
+           "id": "sha256:0b1fe7bc6d2e0a2a5d1b5ea1f4ff3e5c4cb6fa2bb5bc9f0e5f1b1d7c9a1e2f3a"}}
 commands:
   description:
     - One entry per O(commands) name with C(rc), C(stdout) and C(stderr); C(rc) is null and
@@ -339,6 +359,27 @@ def read_pid(paths: List[str]) -> Optional[int]:
     return None
 
 
+def read_images(module: AnsibleModule, docker: str, refs: List[str]) -> Dict[str, Dict[str, Any]]:
+    """Each reference's local image ID: one inspect per reference, because one inspect of
+    several prints nothing that ties a missing image to its reference."""
+    images: Dict[str, Dict[str, Any]] = {}
+    for ref in dict.fromkeys(refs):
+        try:
+            rc, out, err = module.run_command(
+                [docker, "image", "inspect", "--format", "{{.Id}}", ref],
+                handle_exceptions=False,
+            )
+        except OSError as exc:  # no docker client: the engine's images cannot be known
+            rc, out, err = 127, "", f"{docker}: {exc.strerror}"
+        image_id = out.strip() if rc == 0 else ""
+        images[ref] = {
+            "present": bool(image_id),
+            "id": image_id or None,
+            "error": None if image_id else (err.strip() or f"{docker} exited with {rc}"),
+        }
+    return images
+
+
 def run_commands(
     module: AnsibleModule, commands: List[Dict[str, Any]]
 ) -> Dict[str, Dict[str, Any]]:
@@ -370,6 +411,8 @@ def main() -> None:
             "firewall": {"type": "bool", "default": False},
             "units": {"type": "list", "elements": "str", "default": []},
             "pid_files": {"type": "list", "elements": "path", "default": []},
+            "images": {"type": "list", "elements": "str", "default": []},
+            "docker_binary": {"type": "str", "default": "docker"},
             "commands": {
                 "type": "list",
                 "elements": "dict",
@@ -399,6 +442,7 @@ def main() -> None:
         firewall=read_firewall(module) if params["firewall"] else {"active": []},
         units=read_units(module, params["units"]),
         pid=read_pid(params["pid_files"]),
+        images=read_images(module, params["docker_binary"], params["images"]),
         commands=run_commands(module, params["commands"]),
     )
 

@@ -198,6 +198,24 @@ def test_malformed_digest_is_refused_before_anything_changes(host):
     assert "Refuse a malformed digest" in output(run)
 
 
+def test_every_bad_value_is_named_at_once_before_anything_changes():
+    """A malformed tag and digest and a retry count out of range: one refusal names all
+    three, and nothing changes."""
+    run = play(
+        {
+            "pytorch_image_digest": "sha256:abc",
+            "pytorch_image_tag": "-v2",
+            "pytorch_image_pull_retries": 99,
+        }
+    )
+    assert run.returncode != 0
+    assert 'pytorch_image_tag="-v2" is not a Docker tag' in output(run)
+    assert "exactly 64 lower-case hexadecimal digits" in output(run)
+    assert "pytorch_image_pull_retries=99 out of range" in output(run)
+    assert "Nothing was changed." in output(run)
+    assert changed_count(run) == 0
+
+
 def test_wrong_password_fails_clearly_and_is_never_printed(host):
     run = play(
         {

@@ -145,7 +145,7 @@ def test_nothing_is_read_that_was_not_asked_for(monkeypatch: pytest.MonkeyPatch)
     assert (
         result["firewall"] == {"active": []} and result["commands"] == {} and result["files"] == {}
     )
-    assert result["units"] == {} and result["pid"] is None
+    assert result["units"] == {} and result["pid"] is None and result["images"] == {}
 
 
 def test_commands_report_exit_status_output_and_environment(tmp_path: Path) -> None:
@@ -223,3 +223,47 @@ def test_pid_is_the_first_live_process_of_the_pid_files(tmp_path: Path) -> None:
     paths = [str(p) for p in (missing, garbage, stale, live)]
     assert run_module(host_info, {"pid_files": paths})["pid"] == os.getpid()
     assert run_module(host_info, {"pid_files": paths[:3]})["pid"] is None
+
+
+def stand_in_docker(tmp_path: Path) -> Path:
+    """A docker client stand-in that holds one image, answering as docker image inspect does."""
+    script = tmp_path / "docker"
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import sys\n"
+        "assert sys.argv[1:4] == ['image', 'inspect', '--format'], sys.argv\n"
+        "if sys.argv[4:] == ['{{.Id}}', 'pytorch:cpu']:\n"
+        "    print('sha256:' + 'a' * 64)\n"
+        "else:\n"
+        "    print('Error response from daemon: No such image: ' + sys.argv[-1], file=sys.stderr)\n"
+        "    sys.exit(1)\n"
+    )
+    script.chmod(0o755)
+    return script
+
+
+@pytest.mark.parametrize("check", [False, True])
+def test_images_report_the_id_or_why_each_one_is_missing(tmp_path: Path, check: bool) -> None:
+    """Read in check mode too (inspect changes nothing); a repeated reference is read once."""
+    docker = stand_in_docker(tmp_path)
+    result = run_module(
+        host_info,
+        {"images": ["pytorch:cpu", "not-here:1", "pytorch:cpu"], "docker_binary": str(docker)},
+        check_mode=check,
+    )
+    assert result["images"] == {
+        "pytorch:cpu": {"present": True, "id": "sha256:" + "a" * 64, "error": None},
+        "not-here:1": {
+            "present": False,
+            "id": None,
+            "error": "Error response from daemon: No such image: not-here:1",
+        },
+    }
+
+
+def test_images_without_a_docker_client_are_missing_with_the_reason(tmp_path: Path) -> None:
+    docker = str(tmp_path / "no-docker")
+    result = run_module(host_info, {"images": ["pytorch:cpu"], "docker_binary": docker})
+    image = result["images"]["pytorch:cpu"]
+    assert image["present"] is False and image["id"] is None
+    assert image["error"].startswith(f"{docker}: ") and "No such file" in image["error"]
