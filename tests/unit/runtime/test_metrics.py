@@ -97,29 +97,25 @@ def test_the_helper_runs_with_the_format_file_installed_beside_it(tmp_path: Path
     }
     (jobs / "demo.json").write_text(json.dumps(job))
     argv = [sys.executable, "-S", str(helper), "--config-dir", str(tmp_path / "config")]
-    result = subprocess.run(
-        [*argv, "show-command", "demo"],
-        cwd=tmp_path,
-        env={"PATH": os.environ.get("PATH", "")},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+
+    def show_command() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*argv, "show-command", "demo"],
+            cwd=tmp_path,
+            env={"PATH": os.environ.get("PATH", "")},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    result = show_command()
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[:2] == ["docker", "run"]
     assert "unbroken-job-demo" in result.stdout
     # Without the format file beside it the helper cannot start: it really imports it.
     fmt.unlink()
-    missing = subprocess.run(
-        [*argv, "show-command", "demo"],
-        cwd=tmp_path,
-        env={"PATH": os.environ.get("PATH", "")},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    missing = show_command()
     assert missing.returncode != 0
     assert "training_status_file" in missing.stderr
 
