@@ -14,7 +14,7 @@ import math
 import re
 import textwrap
 import time
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from ansible.errors import AnsibleFilterError
 
@@ -243,14 +243,17 @@ def table_row(host: str, job: Mapping[str, Any]) -> List[str]:
     ]
 
 
-def training_table(jobs_by_host: Mapping[str, Any]) -> str:
+def training_table(jobs_by_host: Mapping[str, Any], detail: bool = False) -> str:
     """Text table, one row per host and job, from {host: training_status jobs list}.
 
-    A long NOTE continues on the next lines, under the NOTE column.
+    A multi-node job (its definition lists two or more ``nodes``) is one row for the job
+    unless ``detail`` is true: see ``multinode_row``. A long NOTE continues on the next
+    lines, under the NOTE column.
     """
     if not isinstance(jobs_by_host, Mapping):
         raise AnsibleFilterError("training_table expects a mapping of host name to a jobs list")
     rows: List[List[str]] = []
+    spans: Dict[Tuple[str, Tuple[str, ...]], Dict[str, Mapping[str, Any]]] = {}
     for host in sorted(jobs_by_host):
         jobs = jobs_by_host[host] or []
         if not isinstance(jobs, Sequence) or isinstance(jobs, str):
@@ -258,8 +261,90 @@ def training_table(jobs_by_host: Mapping[str, Any]) -> str:
         if not jobs:
             rows.append([host, "-", "no jobs", "-", "-", "-", "-", "-", "-", ""])
         for job in jobs:
-            rows.append(table_row(host, job))
+            nodes = _nodes(job)
+            if detail or len(nodes) < 2:
+                rows.append(table_row(host, job))
+                continue
+            key = (str(job.get("name", "?")), nodes)
+            if key not in spans:
+                spans[key] = {}
+                rows.append([])  # the job's row, filled in below where its first node sorts
+            spans[key][host] = job
+    spans_left = iter(spans.items())
+    rows = [row or multinode_row(*next(spans_left)) for row in rows]
     return _format_table([list(TABLE_COLUMNS), *rows])
+
+
+def _nodes(job: Mapping[str, Any]) -> Tuple[str, ...]:
+    nodes = job.get("nodes")
+    if isinstance(nodes, Sequence) and not isinstance(nodes, str):
+        return tuple(str(node) for node in nodes)
+    return ()
+
+
+# The state a multi-node job shows is the most urgent of its nodes' states.
+STATE_URGENCY = ("failed", "hung", "restarting", "stopped", "stopping", "starting", "finished")
+
+
+def multinode_row(
+    key: Tuple[str, Tuple[str, ...]], reports: Mapping[str, Mapping[str, Any]]
+) -> List[str]:
+    """One row for a job whose ranks run on several nodes.
+
+    Ranks move in lockstep, so STEP is the lowest node's; SAMPLES/S the slowest node's (it
+    paces the job); LAST CKPT AGE the oldest of the nodes' newest checkpoints (with node-local
+    checkpoints, the newest step every node holds); LOSS the rendezvous (first) node's;
+    RESTARTS the nodes' sum. NOTE says how many nodes are up, names those that are not (or
+    do not report) and carries their notes.
+    """
+    name, nodes = key
+    states = {host: job_state(job) for host, job in reports.items()}
+    up = [host for host in nodes if reports.get(host, {}).get("running")]
+    urgent = [s for s in STATE_URGENCY if s in states.values()]
+    state = urgent[0] if urgent else (next(iter(states.values())) if states else "unknown")
+    if len(up) < len(nodes) and state == "training":
+        state = "degraded"
+    steps: List[Any] = [job.get("step") for job in reports.values()]
+    step = min((s for s in steps if isinstance(s, int) and not isinstance(s, bool)), default=None)
+    totals: List[Any] = [job.get("total_steps") for job in reports.values()]
+    total = next((t for t in totals if isinstance(t, int) and not isinstance(t, bool)), None)
+    step_text = _number(step, "{:d}")
+    if step_text != "-" and total is not None:
+        step_text = f"{step_text}/{total}"
+    first = reports.get(nodes[0], {})
+    rates: List[Any] = [
+        _from_metrics(job, "samples_per_second")
+        for host, job in reports.items()
+        if states[host] == "training"
+    ]
+    rate = min((r for r in rates if _is_number(r)), default=None) if state == "training" else None
+    ages: List[Any] = [
+        job["last_checkpoint"].get("age_seconds")
+        for job in reports.values()
+        if isinstance(job.get("last_checkpoint"), Mapping)
+    ]
+    restarts: List[Any] = [job.get("restarts") for job in reports.values()]
+    runs: List[Any] = [job.get("runs") for job in reports.values()]
+    notes = [f"nodes up {len(up)}/{len(nodes)}"]
+    missing = [host for host in nodes if host not in reports]
+    if missing:
+        notes.append("not reporting: " + ", ".join(missing))
+    for host in nodes:
+        if host in reports and (states[host] != "training" or host not in up):
+            note = job_note(reports[host])
+            notes.append(f"{host} {states[host]}" + (f": {note}" if note else ""))
+    return [
+        ",".join(nodes),
+        name,
+        state,
+        step_text,
+        _number(_from_metrics(first, "loss"), "{:.4g}"),
+        _number(rate, "{:.1f}"),
+        human_age(max((a for a in ages if _is_number(a)), default=None)),
+        _number(sum(r for r in restarts if _is_number(r)) if restarts else None, "{:d}"),
+        _number(max((r for r in runs if _is_number(r)), default=None), "{:d}"),
+        "; ".join(notes),
+    ]
 
 
 def _format_table(rows: List[List[str]]) -> str:

@@ -104,6 +104,13 @@ jobs:
       description: The job's systemd unit.
       type: str
       returned: always
+    nodes:
+      description: >-
+        The hosts of a multi-node job (C(nodes) of the trainer role's job), first the rendezvous
+        host; empty for a single-node job.
+      type: list
+      elements: str
+      returned: always
     active_state:
       description: systemd ActiveState (active, activating, failed, ...).
       type: str
@@ -409,6 +416,7 @@ def job_report(
     return {
         "name": job["name"],
         "unit": job["unit"],
+        "nodes": [str(n) for n in job.get("nodes") or [] if isinstance(n, str)],
         "load_state": props.get("LoadState"),
         "active_state": active,
         "sub_state": sub,

@@ -281,6 +281,20 @@ def test_04_partition_longer_than_the_collective_timeout_fails_fast_and_heals() 
     write_figures(figures)
 
 
+def playbook(path: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """ansible-playbook (the collection's root site.yml or playbooks/*) on both nodes."""
+    ansible_playbook = str(Path(sys.executable).parent / "ansible-playbook")
+    return subprocess.run(
+        [ansible_playbook, "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(REPO / path), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=600,
+        check=False,
+        env={**os.environ, "ANSIBLE_NOCOLOR": "1"},
+    )
+
+
 def test_05_bad_multinode_definitions_are_refused_before_anything_changes() -> None:
     """Validation: every bad value named at once, nothing written, no job restarted."""
     snapshot = "sha256sum /etc/unbroken/trainer/jobs/* /etc/systemd/system/unbroken-job-*"
@@ -293,23 +307,7 @@ def test_05_bad_multinode_definitions_are_refused_before_anything_changes() -> N
         stop_grace=60,
         args=[*JOB["args"], "--seed", "{{ 1 if inventory_hostname == 'ut-mn-1' else 2 }}"],
     )
-    ansible_playbook = str(Path(sys.executable).parent / "ansible-playbook")
-    run = subprocess.run(
-        [
-            ansible_playbook,
-            "-i",
-            os.environ["MOLECULE_INVENTORY_FILE"],
-            str(REPO / "site.yml"),
-            "-e",
-            json.dumps({"trainer_jobs": [bad]}),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=600,
-        check=False,
-        env={**os.environ, "ANSIBLE_NOCOLOR": "1"},
-    )
+    run = playbook("site.yml", "-e", json.dumps({"trainer_jobs": [bad]}))
     assert run.returncode != 0, run.stdout[-3000:]
     out = " ".join(run.stdout.split())
     for message in (
@@ -323,3 +321,22 @@ def test_05_bad_multinode_definitions_are_refused_before_anything_changes() -> N
         assert message in out, (message, run.stdout[-4000:])
     for node in NODES:
         assert (sh(node, snapshot), unit(node, "ExecMainPID")) == before[node], node
+
+
+def test_06_status_shows_the_job_as_one_row_and_each_node_on_request() -> None:
+    """status.yml: one row for the job (nodes up 2/2), one per node with the detail switch."""
+    wait_training_both()
+    joined = ",".join(NODES)
+    run = playbook("playbooks/status.yml", "-e", "unbroken_jobs=" + NAME)
+    assert run.returncode == 0, run.stdout[-3000:]
+    # A table line, as the YAML callback prints it or as a quoted JSON string.
+    rows = re.findall(rf'^\s*"?(\S+)\s+{re.escape(NAME)}\s+(\S+)\s', run.stdout, re.M)
+    assert rows == [(joined, "training")], run.stdout[-3000:]
+    assert "nodes up 2/2" in run.stdout, run.stdout[-3000:]
+
+    run = playbook(
+        "playbooks/status.yml", "-e", "unbroken_jobs=" + NAME, "-e", "unbroken_status_detail=true"
+    )
+    assert run.returncode == 0, run.stdout[-3000:]
+    rows = re.findall(rf'^\s*"?(\S+)\s+{re.escape(NAME)}\s+\S+', run.stdout, re.M)
+    assert rows == list(NODES), run.stdout[-3000:]

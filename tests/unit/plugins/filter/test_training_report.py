@@ -542,6 +542,57 @@ def test_metrics_charts_draw_checkpoints_restarts_lr_and_user_scalars() -> None:
     assert "checkpoint" not in report.training_svg_chart(without, y="loss")
 
 
+TWO_NODES = ["mn-1", "mn-2"]
+
+
+def _columns(line: str) -> list[str]:
+    return line.split(None, 9)
+
+
+def test_a_multi_node_job_is_one_row_paced_by_its_slowest_node() -> None:
+    first = job(nodes=TWO_NODES, step=1200, loss=0.5, samples_per_second=800.0, restarts=1)
+    second = job(
+        nodes=TWO_NODES,
+        step=1198,
+        loss=0.7,
+        samples_per_second=650.0,
+        restarts=2,
+        last_checkpoint={"name": "step-000800", "step": 800, "age_seconds": 900.0},
+    )
+    table = {"mn-2": [second], "mn-1": [first], "single": [job(name="other")]}
+    lines = report.training_table(table).splitlines()
+    assert len(lines) == 3, lines  # header, the two-node job, the single-node job
+    row = _columns(lines[1])
+    assert row[:6] == ["mn-1,mn-2", "llm", "training", "1198/100000", "0.5", "650.0"]
+    # The oldest of the nodes' newest checkpoints (what every node holds); restarts summed.
+    assert row[6:9] == ["15m00s", "3", "7"]
+    assert row[9] == "nodes up 2/2"
+    assert _columns(lines[2])[:2] == ["single", "other"]
+
+    detail = report.training_table(table, detail=True).splitlines()
+    assert [_columns(line)[0] for line in detail[1:]] == ["mn-1", "mn-2", "single"]
+
+
+def test_a_multi_node_job_names_the_node_that_is_down_or_silent() -> None:
+    crashed = job(
+        nodes=TWO_NODES,
+        running=False,
+        sub_state="auto-restart",
+        active_state="activating",
+        failure_reason="exit status 137",
+    )
+    row = _columns(
+        report.training_table({"mn-1": [job(nodes=TWO_NODES)], "mn-2": [crashed]}).splitlines()[1]
+    )
+    assert row[2] == "restarting" and row[5] == "-"  # no rate while a node is down
+    assert row[9].startswith("nodes up 1/2; mn-2 restarting")
+
+    silent = report.training_table({"mn-1": [job(nodes=TWO_NODES)]}).splitlines()
+    row = _columns(silent[1])
+    assert row[2] == "degraded"
+    assert "nodes up 1/2; not reporting: mn-2" in " ".join(silent[1:])
+
+
 def test_restart_labels_of_a_crash_loop_never_overlap() -> None:
     """Eight crashes within a few steps: every line drawn, no label printed over another."""
     points = [{"step": step, "time": float(step), "loss": 1.0, "run": 1} for step in range(400)]

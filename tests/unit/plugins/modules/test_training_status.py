@@ -294,7 +294,10 @@ def test_module_reports_every_defined_job_in_check_mode(
 ) -> None:
     config = tmp_path / "etc"
     _define(config, job)
-    _define(config, {**job, "name": "second", "unit": "unbroken-job-second.service"})
+    two_nodes = ["gpu01", "gpu02"]  # a multi-node job's definition lists its hosts
+    _define(
+        config, {**job, "name": "second", "unit": "unbroken-job-second.service", "nodes": two_nodes}
+    )
     _write_status(job["status_file"], time.time())
     before = sorted(p.name for p in tmp_path.rglob("*"))
 
@@ -306,6 +309,7 @@ def test_module_reports_every_defined_job_in_check_mode(
     assert result["changed"] is False
     assert [j["name"] for j in result["jobs"]] == ["demo", "second"]
     assert result["jobs_by_name"]["demo"]["training"] is True
+    assert [j["nodes"] for j in result["jobs"]] == [[], two_nodes]
     assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written
 
 
