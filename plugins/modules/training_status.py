@@ -416,7 +416,7 @@ def job_report(
     return {
         "name": job["name"],
         "unit": job["unit"],
-        "nodes": [str(n) for n in job.get("nodes") or [] if isinstance(n, str)],
+        "nodes": [n for n in job.get("nodes") or [] if isinstance(n, str)],
         "load_state": props.get("LoadState"),
         "active_state": active,
         "sub_state": sub,

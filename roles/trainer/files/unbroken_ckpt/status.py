@@ -78,23 +78,12 @@ class StatusFile:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._reserve)
 
-    def write(
-        self,
-        state: str,
-        step: int,
-        total_steps: int | None = None,
-        epoch: int | None = None,
-        loss: float | None = None,
-        samples_per_second: float | None = None,
-        last_checkpoint: dict[str, Any] | None = None,
-        checkpoint_error: str | None = None,
-        resumed_from: dict[str, Any] | None = None,
-        extra: dict[str, Any] | None = None,
-        exit_code: int | None = None,
-        reason: str | None = None,
-        quarantined: list[dict[str, Any]] | None = None,
-    ) -> dict[str, Any]:
-        """Build the document and try to replace the file with it; return the document."""
+    def write(self, state: str, step: int, **fields: Any) -> dict[str, Any]:
+        """Build the document and try to replace the file with it; return the document.
+
+        ``fields`` are the optional keys of ``training_status_file.new_document`` (loss,
+        last_checkpoint, exit_code, reason, ...); a misspelt one is a TypeError.
+        """
         document = fmt.new_document(
             state,
             step,
@@ -102,17 +91,7 @@ class StatusFile:
             hostname=socket.gethostname(),
             started_at=self.started_at,
             now=time.time(),
-            total_steps=total_steps,
-            epoch=epoch,
-            loss=loss,
-            samples_per_second=samples_per_second,
-            last_checkpoint=last_checkpoint,
-            checkpoint_error=checkpoint_error,
-            resumed_from=resumed_from,
-            extra=extra,
-            exit_code=exit_code,
-            reason=reason,
-            quarantined=quarantined,
+            **fields,
         )
         self._replace(document)
         return document
