@@ -58,6 +58,12 @@ options:
     type: list
     elements: path
     default: []
+  network:
+    description:
+      - Report the host's network interfaces, the interface of its default route and the TCP
+        ports it listens on in RV(network) (read from C(/sys/class/net) and C(/proc/net)).
+    type: bool
+    default: false
   images:
     description:
       - Docker image references (or IDs) whose presence and image ID to report in
@@ -180,6 +186,15 @@ pid:
   returned: always
   type: int
   sample: 812
+network:
+  description:
+    - C(interfaces), the names under C(/sys/class/net), sorted; C(default_interface), the
+      interface of the IPv4 default route, or an empty string; C(listening_tcp), the TCP ports
+      in state LISTEN (IPv4 and IPv6), sorted. Empty values when O(network) is false.
+  returned: always
+  type: dict
+  sample: {"interfaces": ["eth0", "ib0", "lo"], "default_interface": "eth0",
+           "listening_tcp": [22, 29400]}
 images:
   description:
     - One entry per O(images) reference. C(present); C(id), the local image ID, or null;
@@ -359,6 +374,35 @@ def read_pid(paths: List[str]) -> Optional[int]:
     return None
 
 
+def read_network() -> Dict[str, Any]:
+    """Interfaces, the default route's interface and the listening TCP ports, from /sys
+    and /proc (no ip or ss binary needed, the same in check mode)."""
+    try:
+        interfaces = sorted(os.listdir("/sys/class/net"))
+    except OSError:
+        interfaces = []
+    default = ""
+    for fields in _proc_rows("/proc/net/route"):
+        if len(fields) > 7 and fields[1] == "00000000" and fields[7] == "00000000":
+            default = fields[0]
+            break
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for fields in _proc_rows(table):
+            if len(fields) > 3 and fields[3] == "0A":  # TCP_LISTEN
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return {"interfaces": interfaces, "default_interface": default, "listening_tcp": sorted(ports)}
+
+
+def _proc_rows(path: str) -> List[List[str]]:
+    """The rows of a /proc/net table, split on white space, without its header."""
+    try:
+        with open(path, encoding="ascii") as handle:
+            return [line.split() for line in handle.read().splitlines()[1:]]
+    except OSError:
+        return []
+
+
 def read_images(module: AnsibleModule, docker: str, refs: List[str]) -> Dict[str, Dict[str, Any]]:
     """Each reference's local image ID: one inspect per reference, because one inspect of
     several prints nothing that ties a missing image to its reference."""
@@ -411,6 +455,7 @@ def main() -> None:
             "firewall": {"type": "bool", "default": False},
             "units": {"type": "list", "elements": "str", "default": []},
             "pid_files": {"type": "list", "elements": "path", "default": []},
+            "network": {"type": "bool", "default": False},
             "images": {"type": "list", "elements": "str", "default": []},
             "docker_binary": {"type": "str", "default": "docker"},
             "commands": {
@@ -442,6 +487,11 @@ def main() -> None:
         firewall=read_firewall(module) if params["firewall"] else {"active": []},
         units=read_units(module, params["units"]),
         pid=read_pid(params["pid_files"]),
+        network=(
+            read_network()
+            if params["network"]
+            else {"interfaces": [], "default_interface": "", "listening_tcp": []}
+        ),
         images=read_images(module, params["docker_binary"], params["images"]),
         commands=run_commands(module, params["commands"]),
     )

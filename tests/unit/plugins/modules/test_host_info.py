@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pwd
+import socket
 import stat
 import sys
 import time
@@ -267,3 +268,18 @@ def test_images_without_a_docker_client_are_missing_with_the_reason(tmp_path: Pa
     image = result["images"]["pytorch:cpu"]
     assert image["present"] is False and image["id"] is None
     assert image["error"].startswith(f"{docker}: ") and "No such file" in image["error"]
+
+
+def test_network_lists_interfaces_and_a_port_this_test_listens_on() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        network = run_module(host_info, {"network": True}, check_mode=True)["network"]
+    assert "lo" in network["interfaces"]
+    assert port in network["listening_tcp"]
+    assert network["default_interface"] in ["", *network["interfaces"]]
+    closed = run_module(host_info, {"network": True})["network"]
+    assert port not in closed["listening_tcp"]
+    off = run_module(host_info, {})["network"]
+    assert off == {"interfaces": [], "default_interface": "", "listening_tcp": []}
