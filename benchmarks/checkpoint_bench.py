@@ -49,7 +49,7 @@ from typing import Any
 
 import torch
 
-RUNTIME = Path(__file__).resolve().parents[1] / "roles" / "trainer" / "files"
+RUNTIME = Path(__file__).resolve().parents[1] / "runtime"
 sys.path.insert(0, str(RUNTIME))
 
 from unbroken_ckpt import CheckpointManager, checkpoint_manifest  # noqa: E402

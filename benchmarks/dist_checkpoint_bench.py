@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-RUNTIME = Path(__file__).resolve().parents[1] / "roles" / "trainer" / "files"
+RUNTIME = Path(__file__).resolve().parents[1] / "runtime"
 sys.path.insert(0, str(RUNTIME))
 MiB = 1 << 20
 CHUNK_MB = 64

@@ -43,7 +43,7 @@ newer writer's additions never break an older reader.
 
 This file is the Ansible module_utils ``training_status_file`` (for ``training_status``),
 and is linked into the training runtime (``unbroken_ckpt/training_status_file.py``) and
-beside the host helper (``roles/trainer/helper/training_status_file.py``, installed next
+beside the host helper (``runtime/helper/training_status_file.py``, installed next
 to it), so it must stay standard library only and import on Python 3.8.
 """
 

@@ -21,7 +21,7 @@ rsync -a --from0 --files-from="$out/tracked" ./ "$out/src/"
 # Plant what tools leave in a working tree, at the top and deeper down.
 src="$out/src"
 plant() { mkdir -p "$src/$(dirname "$1")" && echo "planted by build_install.sh" >"$src/$1"; }
-for dir in . plugins roles/trainer/files tests/unit; do
+for dir in . plugins runtime runtime/unbroken_ckpt tests/unit; do
   for cache in .mypy_cache .ruff_cache .pytest_cache .ansible .venv .cache .hypothesis; do
     plant "$dir/$cache/stale"
   done
@@ -37,8 +37,8 @@ plant changelogs/.plugin-cache.yaml
 plant .coverage
 plant htmlcov/index.html
 plant unbroken-training-0.0.1.tar.gz
-plant roles/trainer/files/train.py.swp
-plant roles/trainer/files/train.py~
+plant runtime/train.py.swp
+plant runtime/train.py~
 plant .idea/workspace.xml
 plant .vscode/settings.json
 

@@ -10,8 +10,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 mypy=${MYPY:-$root/.venv/bin/mypy}
 config="$root/pyproject.toml"
-runtime="$root/roles/trainer/files"
-helper="$root/roles/trainer/helper"
+runtime="$root/runtime"
+helper="$root/runtime/helper"
 
 link="$root/.cache/collections/ansible_collections/unbroken/training"
 if [ ! -L "$link" ]; then
@@ -25,4 +25,4 @@ MYPYPATH=$PWD "$mypy" --config-file "$config" --cache-dir "$root/.cache/mypy/plu
 
 cd "$runtime"
 MYPYPATH="$runtime:$helper" "$mypy" --config-file "$config" --cache-dir "$root/.cache/mypy/runtime" \
-  . "$helper"
+  train.py unbroken_ckpt "$helper"

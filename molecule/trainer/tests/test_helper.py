@@ -18,9 +18,7 @@ from typing import Any
 
 import pytest
 
-HELPER_PATH = (
-    Path(__file__).resolve().parents[3] / "roles/trainer/helper/unbroken_trainer_helper.py"
-)
+HELPER_PATH = Path(__file__).resolve().parents[3] / "runtime/helper/unbroken_trainer_helper.py"
 _spec = importlib.util.spec_from_file_location("unbroken_trainer_helper", HELPER_PATH)
 assert _spec and _spec.loader
 helper: Any = importlib.util.module_from_spec(_spec)
@@ -186,7 +184,7 @@ def test_journal_entries_become_timestamped_lines() -> None:
 
 # -- Prometheus textfile --------------------------------------------------------------
 
-METRICS_MODULE = HELPER_PATH.parents[1] / "files/unbroken_ckpt/training_metrics.py"
+METRICS_MODULE = HELPER_PATH.parents[1] / "unbroken_ckpt/training_metrics.py"
 
 
 def _textfile_job(tmp_path: Path, name: str) -> dict[str, Any]:

@@ -7,6 +7,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-RUNTIME_DIR = Path(__file__).resolve().parents[3] / "roles" / "trainer" / "files"
+RUNTIME_DIR = Path(__file__).resolve().parents[3] / "runtime"
 if str(RUNTIME_DIR) not in sys.path:
     sys.path.insert(0, str(RUNTIME_DIR))

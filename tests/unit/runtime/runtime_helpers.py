@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 ROOT = Path(__file__).resolve().parents[3]
-RUNTIME_DIR = ROOT / "roles" / "trainer" / "files"
+RUNTIME_DIR = ROOT / "runtime"
 TRAIN = RUNTIME_DIR / "train.py"
 # Tiny and single-threaded: the suite shares two cores with other work.
 SMALL = ["--threads", "1", "--samples", "512", "--batch-size", "16", "--hidden", "32"]

@@ -25,7 +25,7 @@ def _env(**extra: str) -> dict[str, str]:
     return {**env, "PYTHONPATH": str(RUNTIME_DIR), "OMP_NUM_THREADS": "1", **extra}
 
 
-HELPER_DIR = ROOT / "roles" / "trainer" / "helper"
+HELPER_DIR = RUNTIME_DIR / "helper"
 
 
 @pytest.mark.parametrize(

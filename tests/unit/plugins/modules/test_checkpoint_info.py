@@ -230,7 +230,7 @@ def test_manifest_rejects_unsafe_names_and_other_versions() -> None:
 
 def test_reads_a_checkpoint_written_by_the_training_runtime(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
-    sys.path.insert(0, str(REPO_ROOT / "roles" / "trainer" / "files"))
+    sys.path.insert(0, str(REPO_ROOT / "runtime"))
     try:
         from unbroken_ckpt import CheckpointManager
     finally:

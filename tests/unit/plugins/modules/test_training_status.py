@@ -38,13 +38,13 @@ def _load_runtime_status_module() -> Any:
     package = "unbroken_ckpt_without_torch"
     if package not in sys.modules:
         bare = types.ModuleType(package)
-        bare.__path__ = [str(REPO / "roles" / "trainer" / "files" / "unbroken_ckpt")]
+        bare.__path__ = [str(REPO / "runtime" / "unbroken_ckpt")]
         sys.modules[package] = bare
     return importlib.import_module(package + ".status")
 
 
 def _load_helper() -> Any:
-    path = REPO / "roles" / "trainer" / "helper" / "unbroken_trainer_helper.py"
+    path = REPO / "runtime" / "helper" / "unbroken_trainer_helper.py"
     spec = importlib.util.spec_from_file_location("unbroken_trainer_helper", path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)

@@ -1,1 +1,0 @@
-../../../plugins/module_utils/training_status_file.py

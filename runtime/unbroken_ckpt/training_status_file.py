@@ -1,0 +1,1 @@
+../../plugins/module_utils/training_status_file.py
