@@ -297,6 +297,16 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.unbroken.training.plugins.module_utils.checkpoint_manifest import (
     find_newest_valid,
 )
+from ansible_collections.unbroken.training.plugins.module_utils.training_job_files import (
+    FAILURE_FILE,
+    RUNS_FILE,
+    WATCHDOG_FILE,
+    JobDefinitionError,
+    job_names,
+    read_job,
+    read_record,
+    run_history,
+)
 from ansible_collections.unbroken.training.plugins.module_utils.training_metrics import (
     MetricsHistory,
     latest_record,
@@ -305,7 +315,6 @@ from ansible_collections.unbroken.training.plugins.module_utils.training_metrics
 from ansible_collections.unbroken.training.plugins.module_utils.training_status_file import (
     TERMINAL_STATES,
     one_line,
-    read_json,
     read_status,
     updated_at,
 )
@@ -408,8 +417,8 @@ def job_report(
     startup_timeout = int(job.get("startup_timeout") or 0) or hang_timeout
     limit = hang_timeout if fresh else startup_timeout
     status_state = status.get("state") if status else None
-    failure = read_json(os.path.join(job["state_dir"], "failure.json"))
-    runs = read_json(os.path.join(job["state_dir"], "runs.json")) or {}
+    failure = read_record(job, FAILURE_FILE)
+    runs = read_record(job, RUNS_FILE) or {}
     systemd_restarts = to_int(props.get("NRestarts"))
     quarantined = status.get("quarantined") if status else None
     reason = status.get("reason") if status else None
@@ -454,7 +463,7 @@ def job_report(
         "resumed_from": status.get("resumed_from") if status else None,
         "last_checkpoint": newest_checkpoint(job["checkpoint_dir"], now_wall),
         "checkpoint_error": status.get("checkpoint_error") if status else None,
-        "watchdog": read_json(os.path.join(job["state_dir"], "watchdog.json")),
+        "watchdog": read_record(job, WATCHDOG_FILE),
         "failure": failure,
         "failure_reason": failure.get("message") if failure else None,
         "metrics_latest": _json_safe(latest_record(job["checkpoint_dir"])),
@@ -486,18 +495,16 @@ def thin_indexes(count: int, max_points: int, keep: List[int]) -> List[int]:
     return sorted(chosen)
 
 
-def match_host_causes(starts: List[Dict[str, Any]], history: List[Any]) -> List[Optional[str]]:
+def match_host_causes(
+    starts: List[Dict[str, Any]], history: List[Dict[str, Any]]
+) -> List[Optional[str]]:
     """The trainer role's cause (runs.json) of each start event, None where none matches.
 
     The helper records a start just before the container starts, the script's start
     event follows: the newest record at or before the event (and after the previous
     event) is its start.
     """
-    records = sorted(
-        (float(h["at"]), str(h.get("cause")))
-        for h in history
-        if isinstance(h, dict) and isinstance(h.get("at"), (int, float)) and h.get("cause")
-    )
+    records = sorted((float(h["at"]), str(h["cause"])) for h in history)
     causes: List[Optional[str]] = []
     previous = -math.inf
     for start in starts:
@@ -509,7 +516,7 @@ def match_host_causes(starts: List[Dict[str, Any]], history: List[Any]) -> List[
 
 
 def metrics_summary(
-    history: MetricsHistory, max_points: int, run_history: List[Any]
+    history: MetricsHistory, max_points: int, host_starts: List[Dict[str, Any]]
 ) -> Optional[Dict[str, Any]]:
     """The stream's history, thinned for the controller (see RETURN ``metrics``)."""
     if not history.files:
@@ -519,7 +526,7 @@ def metrics_summary(
     starts = history.runs[-MAX_RUNS_IN_SUMMARY:]
     start_times = [float(e.get("time") or 0) for e in starts]
     runs = []
-    for start, cause in zip(starts, match_host_causes(starts, run_history)):
+    for start, cause in zip(starts, match_host_causes(starts, host_starts)):
         at = bisect.bisect_left(times, float(start.get("time") or 0))
         down = None
         if 0 < at < len(records):
@@ -568,12 +575,10 @@ def metrics_summary(
 
 
 def job_metrics(job: Dict[str, Any], max_points: int) -> Optional[Dict[str, Any]]:
-    runs = read_json(os.path.join(job["state_dir"], "runs.json")) or {}
-    history = runs.get("history")
     return metrics_summary(
         read_metrics(job["checkpoint_dir"]),
         max_points,
-        history if isinstance(history, list) else [],
+        run_history(read_record(job, RUNS_FILE) or {}),
     )
 
 
@@ -630,23 +635,15 @@ def wait_for_jobs(
 
 
 def load_jobs(config_dir: str, names: List[str]) -> Tuple[List[Dict[str, Any]], List[str]]:
-    """(definitions found, names asked for but not defined)."""
-    directory = os.path.join(config_dir, "jobs")
-    try:
-        defined = sorted(n[: -len(".json")] for n in os.listdir(directory) if n.endswith(".json"))
-    except FileNotFoundError:
-        defined = []
-    wanted = names or defined
-    missing = [n for n in wanted if n not in defined]
-    jobs = []
-    for name in wanted:
-        if name in defined:
-            job = read_json(os.path.join(directory, name + ".json"))
-            if job is None:
-                missing.append(name)
-            else:
-                jobs.append(job)
-    return jobs, missing
+    """(definitions read, one line per name asked for that cannot be read)."""
+    defined = job_names(config_dir)
+    jobs, problems = [], []
+    for name in names or defined:
+        try:
+            jobs.append(read_job(config_dir, name))
+        except JobDefinitionError as exc:
+            problems.append(str(exc))
+    return jobs, problems
 
 
 def main() -> None:
@@ -660,11 +657,12 @@ def main() -> None:
         },
         supports_check_mode=True,
     )
-    jobs, missing = load_jobs(module.params["config_dir"], module.params["name"])
-    if missing:
+    jobs, problems = load_jobs(module.params["config_dir"], module.params["name"])
+    if problems:
         module.fail_json(
-            msg="no readable job definition for {} in {}/jobs (jobs are defined by the "
-            "trainer role)".format(", ".join(missing), module.params["config_dir"])
+            msg="no readable job definition: {} (jobs are defined by the trainer role)".format(
+                "; ".join(problems)
+            )
         )
 
     def run(argv: List[str]) -> Tuple[int, str, str]:

@@ -62,6 +62,18 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 _HERE = os.path.dirname(os.path.realpath(__file__))
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
+from training_job_files import (  # noqa: E402
+    DELIBERATE_CAUSE,
+    FAILURE_FILE,
+    RUN_HISTORY,
+    RUNS_FILE,
+    WATCHDOG_FILE,
+    JobDefinitionError,
+    job_names,
+    read_job,
+    read_record,
+    state_path,
+)
 from training_status_file import (  # noqa: E402
     RUNNING_STATES,
     TERMINAL_STATES,
@@ -71,11 +83,7 @@ from training_status_file import (  # noqa: E402
 )
 
 DEFAULT_CONFIG_DIR = "/etc/unbroken/trainer"
-FAILURE_FILE = "failure.json"
-WATCHDOG_FILE = "watchdog.json"
 CURSOR_FILE = "journal.cursor"
-RUNS_FILE = "runs.json"
-RUN_HISTORY = 50  # starts kept in runs.json (the report reads the causes from the log)
 BOOT_MARKER = "/run/unbroken-trainer/boot"
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
 LOG_LINES_IN_REASON = 15
@@ -93,30 +101,15 @@ class HelperError(Exception):
 # -- job definitions ---------------------------------------------------------------
 
 
-def jobs_dir(config_dir: str) -> str:
-    return os.path.join(config_dir, "jobs")
-
-
 def load_job(config_dir: str, name: str) -> Dict[str, Any]:
-    path = os.path.join(jobs_dir(config_dir), name + ".json")
     try:
-        with open(path, encoding="utf-8") as handle:
-            job = json.load(handle)
-    except OSError as exc:
-        raise HelperError(f"no definition for job {name!r} ({path}): {exc.strerror}") from None
-    except ValueError as exc:
-        raise HelperError(f"definition of job {name!r} ({path}) is not JSON: {exc}") from None
-    if not isinstance(job, dict) or job.get("name") != name:
-        raise HelperError(f"{path} does not define job {name!r}")
-    return job
+        return read_job(config_dir, name)
+    except JobDefinitionError as exc:
+        raise HelperError(str(exc)) from None
 
 
 def list_jobs(config_dir: str) -> List[Dict[str, Any]]:
-    try:
-        names = sorted(os.listdir(jobs_dir(config_dir)))
-    except FileNotFoundError:
-        return []
-    return [load_job(config_dir, n[: -len(".json")]) for n in names if n.endswith(".json")]
+    return [load_job(config_dir, name) for name in job_names(config_dir)]
 
 
 # -- docker command lines ------------------------------------------------------------
@@ -203,7 +196,7 @@ def pre_start(job: Dict[str, Any]) -> None:
     )
     if removed.returncode == 0 and removed.stdout.strip():
         print("removed stale container {}".format(job["container"]), flush=True)
-    _remove(os.path.join(job["state_dir"], FAILURE_FILE))
+    _remove(state_path(job, FAILURE_FILE))
     record_start(job)
     image = subprocess.run(
         [docker, "image", "inspect", "--format", "{{.Id}}", job["image"]],
@@ -276,7 +269,10 @@ def start_cause(
     if not automatic:
         if last and last.get("boot_id") and last.get("boot_id") != current_boot:
             return "reboot", "host restarted (the previous run was cut off)"
-        return "operator", "started on request (systemctl start/restart, a playbook or converge)"
+        return (
+            DELIBERATE_CAUSE,
+            "started on request (systemctl start/restart, a playbook or converge)",
+        )
     kill_at = (watchdog_record or {}).get("last_kill_at")
     if isinstance(kill_at, (int, float)) and kill_at >= float(last.get("at") or 0):
         return "hang", "the hang watchdog killed the previous run at step {} ({})".format(
@@ -298,13 +294,13 @@ def note_start(
     # One restart count for the table and the report: starts nobody asked for (crash,
     # hang, reboot) since the last deliberate one. systemd's NRestarts is reset by a
     # reboot and by every manual start, so it cannot say that.
-    restarts = 0 if cause == "operator" else int(previous.get("restarts") or 0) + 1
+    restarts = 0 if cause == DELIBERATE_CAUSE else int(previous.get("restarts") or 0) + 1
     start = {"run": runs, "at": now, "cause": cause, "detail": detail, "boot_id": current_boot}
     history = list(previous.get("history") or [])[-(RUN_HISTORY - 1) :]
     history.append({k: start[k] for k in ("run", "at", "cause", "detail")})
     record = dict(previous)
     record.update(runs=runs, restarts=restarts, last_start=start, history=history)
-    if cause == "operator":
+    if cause == DELIBERATE_CAUSE:
         record["last_operator_start"] = now
     return record
 
@@ -324,7 +320,7 @@ def record_start(job: Dict[str, Any]) -> None:
     ExecStartPre (the limit was already checked for this start) empties the counter, so
     only the automatic restarts after this start count toward the limit.
     """
-    path = os.path.join(job["state_dir"], RUNS_FILE)
+    path = state_path(job, RUNS_FILE)
     automatic = unit_automatic_restart(job["unit"])
     try:
         boot = boot_id()
@@ -336,7 +332,7 @@ def record_start(job: Dict[str, Any]) -> None:
         automatic,
         time.time(),
         boot,
-        read_json(os.path.join(job["state_dir"], WATCHDOG_FILE)),
+        read_record(job, WATCHDOG_FILE),
     )
     start = record["last_start"]
     print(
@@ -358,7 +354,7 @@ def post_stop(
     job: Dict[str, Any], env: Mapping[str, str], alerts: Optional[Dict[str, Any]] = None
 ) -> None:
     """Record how the run ended, from the variables systemd gives ExecStopPost=."""
-    path = os.path.join(job["state_dir"], RUNS_FILE)
+    path = state_path(job, RUNS_FILE)
     record = read_json(path) or {}
     started = float((record.get("last_start") or {}).get("at") or 0)
     status = read_status(job["status_file"]) or {}
@@ -567,7 +563,7 @@ def watch_job(job: Dict[str, Any], alerts: Optional[Dict[str, Any]] = None) -> i
         time.time(),
         float(job.get("startup_timeout") or 0),
     )
-    record_path = os.path.join(job["state_dir"], WATCHDOG_FILE)
+    record_path = state_path(job, WATCHDOG_FILE)
     record = read_json(record_path) or {"kills": 0}
     record.update(verdict, checked_at=time.time(), job=job["name"])
     if verdict["hung"] and record.get("last_kill_run") == run_id:
@@ -651,8 +647,8 @@ def job_metrics(
     if props is None:
         props = systemctl_show(job["unit"], ["ActiveState", "SubState", "NRestarts"])
     status = read_status(job["status_file"]) or {}
-    runs = read_json(os.path.join(job["state_dir"], RUNS_FILE)) or {}
-    record = read_json(os.path.join(job["state_dir"], WATCHDOG_FILE)) or {}
+    runs = read_record(job, RUNS_FILE) or {}
+    record = read_record(job, WATCHDOG_FILE) or {}
     # A user's own script may write only the metrics stream: its newest record fills in.
     latest = metrics.latest_record(job["checkpoint_dir"]) or {}
     row: Dict[str, Any] = {"name": job["name"]}
@@ -740,7 +736,7 @@ def failure_reason(
 def record_failure(job: Dict[str, Any], alerts: Optional[Dict[str, Any]] = None) -> None:
     props = systemctl_show(job["unit"], ["Result", "ExecMainStatus", "ExecMainCode", "NRestarts"])
     reason = failure_reason(job, props, journal_entries(job["unit"], 4 * LOG_LINES_IN_REASON))
-    write_json(os.path.join(job["state_dir"], FAILURE_FILE), reason)
+    write_json(state_path(job, FAILURE_FILE), reason)
     print(reason["message"], flush=True)
     for line in reason["last_log_lines"]:
         print("  | " + line, flush=True)

@@ -35,6 +35,7 @@ HELPER_DIR = RUNTIME_DIR / "helper"
         PACKAGE / "training_metrics.py",
         PACKAGE / "training_status_file.py",
         HELPER_DIR / "training_status_file.py",
+        HELPER_DIR / "training_job_files.py",
     ],
     ids=lambda p: p.relative_to(ROOT).as_posix(),
 )
@@ -78,14 +79,17 @@ def test_the_runtime_imports_without_ansible() -> None:
 
 
 def test_the_helper_runs_with_the_format_file_installed_beside_it(tmp_path: Path) -> None:
-    """The layout the trainer role installs: both files copied (not linked) into one
-    directory, the helper without its .py suffix, run by a Python without Ansible."""
+    """The layout the trainer role installs: the helper and the format files copied (not
+    linked) into one directory, the helper without its .py suffix, run by a Python without
+    Ansible."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     helper = bin_dir / "unbroken-trainer-helper"
     helper.write_bytes((HELPER_DIR / "unbroken_trainer_helper.py").read_bytes())
-    fmt = bin_dir / "training_status_file.py"
-    fmt.write_bytes((HELPER_DIR / "training_status_file.py").read_bytes())
+    formats = sorted(p.name for p in HELPER_DIR.glob("*.py") if p.is_symlink())
+    assert formats == ["training_job_files.py", "training_status_file.py"]
+    for name in formats:
+        (bin_dir / name).write_bytes((HELPER_DIR / name).read_bytes())
     jobs = tmp_path / "config" / "jobs"
     jobs.mkdir(parents=True)
     job = {
@@ -94,6 +98,10 @@ def test_the_helper_runs_with_the_format_file_installed_beside_it(tmp_path: Path
         "image": "img@sha256:abc",
         "command": ["python3", "train.py"],
         "user": "1000:1000",
+        "unit": "unbroken-job-demo.service",
+        "checkpoint_dir": str(tmp_path / "ckpt"),
+        "status_file": str(tmp_path / "ckpt" / "status.json"),
+        "state_dir": str(tmp_path / "state"),
     }
     (jobs / "demo.json").write_text(json.dumps(job))
     argv = [sys.executable, "-S", str(helper), "--config-dir", str(tmp_path / "config")]
@@ -113,11 +121,14 @@ def test_the_helper_runs_with_the_format_file_installed_beside_it(tmp_path: Path
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[:2] == ["docker", "run"]
     assert "unbroken-job-demo" in result.stdout
-    # Without the format file beside it the helper cannot start: it really imports it.
-    fmt.unlink()
-    missing = show_command()
-    assert missing.returncode != 0
-    assert "training_status_file" in missing.stderr
+    # Without a format file beside it the helper cannot start: it really imports each.
+    for name in formats:
+        kept = (bin_dir / name).read_bytes()
+        (bin_dir / name).unlink()
+        missing = show_command()
+        assert missing.returncode != 0
+        assert name[: -len(".py")] in missing.stderr
+        (bin_dir / name).write_bytes(kept)
 
 
 USER_SCRIPT = """

@@ -89,6 +89,7 @@ def job(tmp_path: Path) -> dict[str, Any]:
     return {
         "name": "demo",
         "unit": "unbroken-job-demo.service",
+        "container": "unbroken-job-demo",
         "status_file": str(ckpt / "status.json"),
         "checkpoint_dir": str(ckpt),
         "state_dir": str(state),
@@ -317,7 +318,8 @@ def test_module_fails_clearly_for_an_unknown_job(tmp_path: Path, job: dict[str, 
     _define(tmp_path, job)
     args = {"config_dir": str(tmp_path), "name": ["demo", "nope"]}
     result = run_module(training_status, args, fails=True)
-    assert "no readable job definition for nope" in result["msg"]
+    assert "no definition for job 'nope'" in result["msg"]
+    assert "'demo'" not in result["msg"]
 
 
 def test_stop_waits_for_the_main_process_to_exit_not_to_be_reaped() -> None:

@@ -1,0 +1,1 @@
+../../plugins/module_utils/training_job_files.py
