@@ -79,6 +79,8 @@ FILE_NAME = "metrics.jsonl"
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 DEFAULT_BACKUPS = 8
 KINDS = ("header", "scalars", "start", "checkpoint", "end")
+# training_status_file.TERMINAL_STATES (a unit test keeps them equal): the host helper loads
+# this file alone, by path, so it cannot import that one.
 END_STATES = ("finished", "stopped", "failed")
 START_CAUSES = ("start", "resume")
 INTERRUPTED = "interrupted"

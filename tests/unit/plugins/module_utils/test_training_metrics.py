@@ -17,6 +17,9 @@ from pathlib import Path
 
 import pytest
 from ansible_collections.unbroken.training.plugins.module_utils import training_metrics as tm
+from ansible_collections.unbroken.training.plugins.module_utils import (
+    training_status_file as sf,
+)
 
 MODULE_FILE = Path(tm.__file__).resolve()
 
@@ -30,6 +33,10 @@ class Clock:
     def __call__(self) -> float:
         self.now += 1.0
         return self.now
+
+
+def test_an_end_record_knows_the_same_terminal_states_as_the_status_file() -> None:
+    assert sorted(tm.END_STATES) == sorted(sf.TERMINAL_STATES)
 
 
 def writer(path: Path, **kwargs: object) -> tm.MetricsWriter:
