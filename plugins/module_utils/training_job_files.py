@@ -56,6 +56,9 @@ RUN_HISTORY = 50  # starts kept in runs.json (the report matches them to its sta
 RUNS_KEYS = ("runs", "restarts", "last_start", "last_end", "last_operator_start", "history")
 # failure.json: why the unit failed (systemd's result, the crash loop, the last log lines).
 FAILURE_KEYS = (
+    "job",
+    "unit",
+    "failed_at",
     "result",
     "crash_loop",
     "exit_code",

@@ -414,6 +414,34 @@ def test_runs_count_every_start_but_restarts_only_the_ones_nobody_asked_for() ->
     assert [h["run"] for h in record["history"]] == list(range(1, 10))
 
 
+def test_the_helpers_records_carry_only_the_keys_the_format_file_documents(
+    job: dict[str, Any],
+) -> None:
+    """runs.json, failure.json and watchdog.json: training_job_files lists their keys."""
+    from ansible_collections.unbroken.training.plugins.module_utils import (
+        training_job_files as jf,
+    )
+
+    record = _start(_start({}, automatic=False), automatic=True)
+    Path(job["state_dir"], jf.RUNS_FILE).write_text(json.dumps(record))
+    helper.post_stop(
+        job, {"SERVICE_RESULT": "exit-code", "EXIT_CODE": "exited", "EXIT_STATUS": "1"}
+    )
+    runs = jf.read_record(job, jf.RUNS_FILE) or {}
+    assert set(runs) <= set(jf.RUNS_KEYS) and "last_end" in runs
+    assert runs["last_start"]["cause"] in jf.START_CAUSES
+    assert jf.run_history(runs) == runs["history"] and len(runs["history"]) == 2
+
+    props = {"Result": "exit-code", "ExecMainStatus": "3", "NRestarts": "2"}
+    failure = helper.failure_reason({**job, "restart_limit_burst": 3}, props, [])
+    assert set(failure) == set(jf.FAILURE_KEYS)
+
+    verdict = helper.heartbeat_verdict(None, 900.0, 30, 1000.0)
+    watched = {**verdict, "job": "demo", "checked_at": 1000.0, "kills": 1}
+    kill = {"last_kill_at": 1000.0, "last_kill_step": None, "last_kill_run": 1}
+    assert set(watched) | set(kill) == set(jf.WATCHDOG_KEYS)
+
+
 def test_a_crash_start_names_how_the_previous_run_ended() -> None:
     record = _start({}, automatic=False)
     record["last_end"] = {
