@@ -111,6 +111,17 @@ jobs:
       type: list
       elements: str
       returned: always
+    log_file:
+      description: The job's log file on the host (the trainer role's C(trainer_log_dir)).
+      type: str
+      returned: always
+    command:
+      description: >-
+        What the container runs (its command and arguments, from the job definition); the
+        report reads the batch size from it.
+      type: list
+      elements: str
+      returned: always
     active_state:
       description: systemd ActiveState (active, activating, failed, ...).
       type: str
@@ -426,6 +437,8 @@ def job_report(
         "name": job["name"],
         "unit": job["unit"],
         "nodes": [n for n in job.get("nodes") or [] if isinstance(n, str)],
+        "log_file": job.get("log_file"),
+        "command": [str(arg) for arg in job.get("command") or []],
         "load_state": props.get("LoadState"),
         "active_state": active,
         "sub_state": sub,

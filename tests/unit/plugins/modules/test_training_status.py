@@ -93,6 +93,8 @@ def job(tmp_path: Path) -> dict[str, Any]:
         "status_file": str(ckpt / "status.json"),
         "checkpoint_dir": str(ckpt),
         "state_dir": str(state),
+        "log_file": str(tmp_path / "logs" / "demo.log"),
+        "command": ["python3", "/opt/unbroken/runtime/train.py", "--batch-size", 64],
         "hang_timeout": 30,
     }
 
@@ -310,6 +312,9 @@ def test_module_reports_every_defined_job_in_check_mode(
     assert result["changed"] is False
     assert [j["name"] for j in result["jobs"]] == ["demo", "second"]
     assert result["jobs_by_name"]["demo"]["training"] is True
+    # What the report needs from the definition, so it does not read the file itself.
+    assert result["jobs_by_name"]["demo"]["log_file"] == job["log_file"]
+    assert result["jobs_by_name"]["demo"]["command"][-2:] == ["--batch-size", "64"]
     assert [j["nodes"] for j in result["jobs"]] == [[], two_nodes]
     assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written
 
