@@ -51,6 +51,12 @@ options:
     type: list
     elements: str
     default: []
+  systemd:
+    description:
+      - Report the version of the host's systemd in RV(systemd) (from C(systemctl --version),
+        which reads only, so also in check mode).
+    type: bool
+    default: false
   pid_files:
     description:
       - PID files to read, in order; RV(pid) is the first PID among them whose process is
@@ -204,6 +210,13 @@ images:
   type: dict
   sample: {"nvcr.io/nvidia/pytorch:24.05-py3": {"present": true, "error": null,
            "id": "sha256:0b1fe7bc6d2e0a2a5d1b5ea1f4ff3e5c4cb6fa2bb5bc9f0e5f1b1d7c9a1e2f3a"}}
+systemd:
+  description:
+    - C(version), the systemd version as a number, or null with C(error) saying why (no
+      C(systemctl), or what it printed instead of a version); empty when O(systemd) is false.
+  returned: always
+  type: dict
+  sample: {"version": 252, "error": null}
 commands:
   description:
     - One entry per O(commands) name with C(rc), C(stdout) and C(stderr); C(rc) is null and
@@ -218,6 +231,7 @@ import grp
 import hashlib
 import os
 import pwd
+import re
 import stat
 import time
 from typing import Any, Dict, List, Optional
@@ -424,6 +438,19 @@ def read_images(module: AnsibleModule, docker: str, refs: List[str]) -> Dict[str
     return images
 
 
+def read_systemd(module: AnsibleModule) -> Dict[str, Any]:
+    """systemd's version from ``systemctl --version`` (its first line: ``systemd 252 (...)``)."""
+    binary = module.get_bin_path("systemctl")
+    if not binary:
+        return {"version": None, "error": "systemctl is not installed (no systemctl in PATH)"}
+    rc, out, err = module.run_command([binary, "--version"], environ_update={"LC_ALL": "C"})
+    match = re.match(r"systemd ([0-9]+)\b", out)
+    if match:
+        return {"version": int(match.group(1)), "error": None}
+    said = (err or out).strip().splitlines()
+    return {"version": None, "error": f"systemctl --version exited {rc}: {said[0] if said else ''}"}
+
+
 def run_commands(
     module: AnsibleModule, commands: List[Dict[str, Any]]
 ) -> Dict[str, Dict[str, Any]]:
@@ -454,6 +481,7 @@ def main() -> None:
             "files": {"type": "list", "elements": "path", "default": []},
             "firewall": {"type": "bool", "default": False},
             "units": {"type": "list", "elements": "str", "default": []},
+            "systemd": {"type": "bool", "default": False},
             "pid_files": {"type": "list", "elements": "path", "default": []},
             "network": {"type": "bool", "default": False},
             "images": {"type": "list", "elements": "str", "default": []},
@@ -486,6 +514,7 @@ def main() -> None:
         files={path: read_file(path) for path in params["files"]},
         firewall=read_firewall(module) if params["firewall"] else {"active": []},
         units=read_units(module, params["units"]),
+        systemd=read_systemd(module) if params["systemd"] else {},
         pid=read_pid(params["pid_files"]),
         network=(
             read_network()

@@ -215,6 +215,28 @@ def test_units_are_empty_without_a_running_systemd(monkeypatch: pytest.MonkeyPat
     assert run_module(host_info, {"units": ["ssh"]})["units"] == {}
 
 
+@pytest.mark.parametrize("check_mode", [False, True])
+def test_systemd_version_is_a_number_also_in_check_mode(
+    monkeypatch: pytest.MonkeyPatch, check_mode: bool
+) -> None:
+    # systemctl --version on Debian 12 (first two lines)
+    calls = fake_host(monkeypatch, {"systemctl": "systemd 252 (252.38-1~deb12u1)\n+PAM +AUDIT\n"})
+    result = run_module(host_info, {"systemd": True}, check_mode=check_mode)
+    assert result["systemd"] == {"version": 252, "error": None}
+    assert calls == [["/stand-in/systemctl", "--version"]]
+    assert run_module(host_info, {})["systemd"] == {}  # not asked for: not run
+    assert len(calls) == 1
+
+
+def test_systemd_version_says_why_it_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_host(monkeypatch, {"systemctl": "Failed to connect to bus\n"})
+    missing = run_module(host_info, {"systemd": True})["systemd"]
+    assert missing["version"] is None and "Failed to connect to bus" in missing["error"]
+    fake_host(monkeypatch, {})
+    absent = run_module(host_info, {"systemd": True})["systemd"]
+    assert absent == {"version": None, "error": "systemctl is not installed (no systemctl in PATH)"}
+
+
 def test_pid_is_the_first_live_process_of_the_pid_files(tmp_path: Path) -> None:
     missing, garbage, stale, live = (tmp_path / n for n in ("missing", "garbage", "stale", "live"))
     garbage.write_text("sshd\n")
