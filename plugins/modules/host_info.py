@@ -42,6 +42,13 @@ options:
     type: list
     elements: path
     default: []
+  free_space:
+    description:
+      - Paths whose file system's free space to report in RV(free_space); a path that does not
+        exist yet is measured at its nearest existing parent (where it would be created).
+    type: list
+    elements: path
+    default: []
   firewall:
     description: Report which host firewalls are active, in RV(firewall).
     type: bool
@@ -172,6 +179,15 @@ files:
   type: dict
   sample: {"/etc/tmux.conf": {"exists": true, "type": "file", "mode": "0644", "owner": "root",
            "group": "root", "checksum": "2aae6c35c94fcfb415dbe95f408b9ce91ee846ed"}}
+free_space:
+  description:
+    - One entry per O(free_space) path. C(available_bytes), what an unprivileged writer may
+      still use there (C(statvfs)'s C(f_bavail)); C(measured_at), the existing directory
+      measured.
+  returned: always
+  type: dict
+  sample: {"/var/tmp/unbroken-pytorch-image": {"available_bytes": 51539607552,
+           "measured_at": "/var/tmp"}}
 firewall:
   description:
     - C(active), the active firewalls in the order ufw, firewalld, iptables (the
@@ -336,6 +352,15 @@ def read_file(path: str) -> Dict[str, Any]:
     return info
 
 
+def read_free_space(path: str) -> Dict[str, Any]:
+    """Free bytes where ``path`` is, or would be created."""
+    measured = os.path.abspath(path)
+    while not os.path.exists(measured) and measured != os.path.dirname(measured):
+        measured = os.path.dirname(measured)
+    st = os.statvfs(measured)
+    return {"available_bytes": st.f_bavail * st.f_frsize, "measured_at": measured}
+
+
 def read_firewall(module: AnsibleModule) -> Dict[str, List[str]]:
     active: List[str] = []
     ufw = module.get_bin_path("ufw")
@@ -479,6 +504,7 @@ def main() -> None:
             "apt_index": {"type": "bool", "default": False},
             "locales": {"type": "bool", "default": False},
             "files": {"type": "list", "elements": "path", "default": []},
+            "free_space": {"type": "list", "elements": "path", "default": []},
             "firewall": {"type": "bool", "default": False},
             "units": {"type": "list", "elements": "str", "default": []},
             "systemd": {"type": "bool", "default": False},
@@ -512,6 +538,7 @@ def main() -> None:
         apt_index=read_apt_index(module) if params["apt_index"] else None,
         locales=read_locales(module) if params["locales"] else [],
         files={path: read_file(path) for path in params["files"]},
+        free_space={path: read_free_space(path) for path in params["free_space"]},
         firewall=read_firewall(module) if params["firewall"] else {"active": []},
         units=read_units(module, params["units"]),
         systemd=read_systemd(module) if params["systemd"] else {},

@@ -364,6 +364,42 @@ def test_offline_load_from_the_controller_verifies_the_image_id(host, tmp_path):
     assert changed_count(again) == 0
 
 
+def test_offline_tarball_missing_or_too_big_is_refused_before_it_is_copied(host, tmp_path):
+    common = {**OFFLINE, "pytorch_image_archive_on_controller": True, "pytorch_image_tag": "big"}
+    absent_id = "sha256:" + hashlib.sha256(b"no such image").hexdigest()
+    absent = tmp_path / "absent.tar"
+    run = play({**common, "pytorch_image_archive_path": str(absent), "pytorch_image_id": absent_id})
+    assert run.returncode != 0
+    assert f"{absent} is not a file on the controller" in output(run)
+    # 2 MiB of tarball against a staging directory on a 1 MiB file system.
+    archive = tmp_path / "big.tar"
+    expected = tiny_archive(archive, "too-big")
+    with archive.open("ab") as handle:
+        handle.write(bytes(2 << 20))
+    small = "/var/tmp/ut-small"
+    host.check_output(f"mkdir -p {small} && mount -t tmpfs -o size=1m tmpfs {small}")
+    try:
+        staging = {"pytorch_image_archive_staging_dir": f"{small}/stage"}
+        run = play(
+            {
+                **common,
+                **staging,
+                "pytorch_image_archive_path": str(archive),
+                "pytorch_image_id": expected,
+            }
+        )
+        assert run.returncode != 0
+        out = " ".join(output(run).split())
+        assert f"The tarball needs 2.0 MiB in {small}/stage, which has 1.0 MiB free" in out, out[
+            -3000:
+        ]
+        assert "Nothing was copied." in out
+        assert not host.file(f"{small}/stage").exists
+        assert image_id(host, expected) is None
+    finally:
+        host.run(f"umount {small}")
+
+
 def test_offline_load_on_the_host_refuses_an_unexpected_image(host, tmp_path):
     archive = tmp_path / "host.tar"
     actual = tiny_archive(archive, "offline-host")

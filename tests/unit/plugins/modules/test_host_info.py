@@ -215,6 +215,17 @@ def test_units_are_empty_without_a_running_systemd(monkeypatch: pytest.MonkeyPat
     assert run_module(host_info, {"units": ["ssh"]})["units"] == {}
 
 
+def test_free_space_is_measured_where_a_missing_path_would_be_created(tmp_path: Path) -> None:
+    missing = tmp_path / "not" / "yet"
+    result = run_module(host_info, {"free_space": [str(tmp_path), str(missing)]})["free_space"]
+    st = os.statvfs(tmp_path)
+    for path in (tmp_path, missing):
+        entry = result[str(path)]
+        assert entry["measured_at"] == str(tmp_path)
+        # Other writers may change it between the two reads: same order of magnitude.
+        assert abs(entry["available_bytes"] - st.f_bavail * st.f_frsize) < 64 << 20
+
+
 @pytest.mark.parametrize("check_mode", [False, True])
 def test_systemd_version_is_a_number_also_in_check_mode(
     monkeypatch: pytest.MonkeyPatch, check_mode: bool
