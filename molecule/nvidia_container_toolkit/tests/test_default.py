@@ -144,6 +144,21 @@ def test_a_container_runs_with_the_nvidia_runtime(host):
 # --- faults and bad input: refused, clear message, nothing changed -------------------
 
 
+def test_every_bad_value_is_named_at_once_before_the_key_is_fetched(host):
+    before = snapshot(host)
+    result = playbook(
+        nvidia_container_toolkit_version="1.17",
+        nvidia_container_toolkit_repo_key_fingerprint="ABCD1234",
+    )
+    assert result.returncode != 0
+    text = flat(result)
+    assert "nvidia_container_toolkit_version is '1.17'; give the full package version" in text
+    assert "must be the full 40-digit fingerprint" in text and "got 'ABCD1234'" in text
+    assert "Nothing was installed" in text
+    assert "Fetch the repository signing key" not in text
+    assert snapshot(host) == before
+
+
 def test_wrong_fingerprint_stops_before_anything_is_installed(host):
     before = snapshot(host)
     wrong = "0123456789ABCDEF0123456789ABCDEF01234567"
