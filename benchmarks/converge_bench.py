@@ -18,7 +18,7 @@ ansible.posix.profile_tasks prints); each task counts with its slowest host, and
 classed as "packages" (apt/package/dnf: index refreshes, downloads and installs), "facts"
 or "our tasks" (everything else the roles do).
 
-Usage: .venv/bin/python benchmarks/converge_bench.py [--hosts 1 2 4] [--json FILE]
+Usage: .venv/bin/python benchmarks/converge_bench.py [--hosts 1 2 4] [--prefix NAME] [--json FILE]
 Needs root, the Docker engine and the local test images (tests/harness/build_images.sh).
 """
 
@@ -320,6 +320,7 @@ def table(runs: list[Run]) -> str:
 
 
 def main() -> int:
+    global PREFIX  # noqa: PLW0603 - the container helpers read the module's prefix
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--hosts", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument(
@@ -332,9 +333,13 @@ def main() -> int:
     )
     parser.add_argument("--image", default="unbroken-test/debian12-systemd:latest")
     parser.add_argument(
+        "--prefix", default=PREFIX, help="container name prefix (runs side by side need their own)"
+    )
+    parser.add_argument(
         "--json", default=str(ROOT / "tests" / "output" / "benchmarks" / "converge_bench.json")
     )
     args = parser.parse_args()
+    PREFIX = args.prefix
     load = os.getloadavg()
     print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
           f"cpus: {os.cpu_count()}", flush=True)  # fmt: skip
