@@ -61,6 +61,7 @@ For FSDP2 register ``{"model": ModelOptimizerState(model, opt), ...}`` with
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import io
 import logging
@@ -68,12 +69,14 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
-from torch.distributed.checkpoint.filesystem import FileSystemReader
+from torch.distributed.checkpoint.filesystem import FileSystem, FileSystemReader, FileSystemWriter
+from torch.distributed.checkpoint.staging import DefaultStager, StagingOptions
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
 from torch.distributed.checkpoint.state_dict_saver import async_save
@@ -471,6 +474,62 @@ def _unblob(buffer: io.BytesIO) -> Any:
     return torch.load(buffer, map_location="cpu", weights_only=True)
 
 
+class _HashingFileSystem(FileSystem):
+    """DCP's file system, except that each shard file DCP writes is checksummed on the way.
+
+    The segments are hashed by worker threads while the same bytes go to the kernel
+    (``storage._HashingFile``, as for ``state.pt``): no second pass reading the files back
+    before the commit.  It also starts the disk writeback every 64 MiB, so DCP's closing
+    fsync has little left to wait for.  While a shard file is written, ``torch.save``
+    skips its zip CRC-32 (which our segment checksums make redundant and which cost more
+    than they do: 0.03-0.05 s per 64 MiB here); like the single-process writer thread,
+    this switch is process-wide while it lasts.  Other files (DCP's ``.metadata``) pass
+    through.
+    """
+
+    def __init__(self, algorithm: str) -> None:
+        super().__init__()
+        self.algorithm = algorithm
+        self.entries: dict[str, dict[str, Any]] = {}
+
+    @contextlib.contextmanager
+    def create_stream(self, path: str | os.PathLike[str], mode: str) -> Iterator[io.IOBase]:
+        name = os.path.basename(os.fspath(path))
+        if mode != "wb" or not name.endswith(".distcp"):
+            with super().create_stream(path, mode) as stream:
+                yield stream
+            return
+        threads = fmt.default_threads()
+        with ThreadPoolExecutor(max_workers=threads) as pool, storage._without_zip_crc32():
+            raw = storage._HashingFile(
+                os.fspath(path), pool, self.algorithm, storage.Cancel(), name
+            )
+            with io.BufferedWriter(raw, buffer_size=1 << 20) as stream:
+                yield stream
+        self.entries[name] = fmt.file_entry(raw.size, raw.digests())
+
+
+def _reused_stager() -> DefaultStager:
+    """A stager that keeps its CPU copies from one async save to the next.
+
+    ``async_save`` without one makes a new stager per call, which allocates fresh CPU memory
+    for the whole state each time: the page faults cost more than the copy itself (the stall
+    was 3x longer, benchmarks/README.md).  The price is that the copies stay allocated
+    between saves, as the single-process manager's buffers do.  With CUDA they are pinned
+    (registered once) and filled by non-blocking copies, synchronised before ``save``
+    returns.
+    """
+    cuda = torch.cuda.is_available()
+    return DefaultStager(
+        StagingOptions(
+            use_pinned_memory=cuda,
+            use_shared_memory=False,
+            use_async_staging=False,
+            use_non_blocking_copy=cuda,
+        )
+    )
+
+
 class ShardedCheckpointManager(_RankAware):
     """FSDP2 / DTensor state written by ``torch.distributed.checkpoint`` with our manifest on top.
 
@@ -496,6 +555,15 @@ class ShardedCheckpointManager(_RankAware):
         kwargs.pop("overlap_copy", None)
         super().__init__(job, directory, objects, layout=layout, **kwargs)
         self._future: Any = None
+        self._stager: DefaultStager | None = None
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self._stager is not None:
+                self._stager.close()
+                self._stager = None
 
     def _state(self, step: int, epoch: int | None, extras: Any) -> dict[str, Any]:
         state: dict[str, Any] = dict(self.objects)
@@ -523,51 +591,68 @@ class ShardedCheckpointManager(_RankAware):
             os.mkdir(tmp, 0o755)
         self.job.barrier()
         state = self._state(step, epoch, extras)
-        # checkpoint_id, not a storage_writer: DCP then writes with FileSystemWriter (files
-        # fsynced) and stages async saves with its default stager, which measured 2-3x
-        # faster than the writer's own staging (benchmarks/README.md).
+        # DCP's FileSystemWriter (files fsynced) with our hashing streams; an async save is
+        # staged by our reused stager, never by the writer (its staging allocates anew).
+        writer = FileSystemWriter(tmp, sync_files=True)
+        hashing = writer.fs = _HashingFileSystem(self.hash_algorithm)
         job = _Job(step, threading.current_thread())
         started = time.monotonic()
         if not self._register(job):
             return None
         if sync:
             try:
-                dcp_save(state, checkpoint_id=tmp, process_group=self.job.io)
+                dcp_save(state, storage_writer=writer, process_group=self.job.io)
             except Exception as exc:  # DCP raises on every rank when any rank failed
                 job.error = exc
-            self._commit(job, tmp, epoch, started)
+            self._commit(job, tmp, epoch, started, hashing.entries)
             return self.wait()
-        future = async_save(state, checkpoint_id=tmp, process_group=self.job.io)
+        if self._stager is None:
+            self._stager = _reused_stager()
+        future = async_save(
+            state, storage_writer=writer, process_group=self.job.io, async_stager=self._stager
+        )
         job.thread = threading.Thread(
             target=self._finish_async,
-            args=(job, future, tmp, epoch, started),
+            args=(job, future, tmp, epoch, started, hashing.entries),
             name=f"unbroken-ckpt-dcp-{step}",
         )
         job.thread.start()
         return None
 
     def _finish_async(
-        self, job: _Job, future: Any, tmp: str, epoch: int | None, started: float
+        self,
+        job: _Job,
+        future: Any,
+        tmp: str,
+        epoch: int | None,
+        started: float,
+        hashed: Mapping[str, Any],
     ) -> None:
         try:
             future.result()
         except BaseException as exc:
             job.error = exc
-        self._commit(job, tmp, epoch, started)
+        self._commit(job, tmp, epoch, started, hashed)
 
-    def _commit(self, job: _Job, tmp: str, epoch: int | None, started: float) -> None:
-        """Hash this rank's files; rank 0 writes the manifest last and renames (every rank)."""
+    def _commit(
+        self, job: _Job, tmp: str, epoch: int | None, started: float, hashed: Mapping[str, Any]
+    ) -> None:
+        """Collect this rank's file hashes; rank 0 writes the manifest last and renames."""
         entries: dict[str, Any] = {}
         error = f"rank {self.job.rank}: {_first_line(job.error)}" if job.error else ""
         if not error:
             try:
                 prefix = f"__{self.job.rank}_"
                 for name in sorted(os.listdir(tmp)):
-                    if name.startswith(prefix):
+                    if not name.startswith(prefix):
+                        continue
+                    entry = hashed.get(name)
+                    if entry is None:  # not written through our stream: read it back
                         size, segments = fmt.hash_file(
                             os.path.join(tmp, name), algorithm=self.hash_algorithm
                         )
-                        entries[name] = fmt.file_entry(size, segments)
+                        entry = fmt.file_entry(size, segments)
+                    entries[name] = entry
             except OSError as exc:
                 error = f"rank {self.job.rank}: {exc}"
         gathered = self.job.gather((entries, error), group=self.job.io)
