@@ -380,3 +380,43 @@ def test_sharded_save_hashes_shards_while_writing_and_reuses_its_staging_memory(
         loaded = _Tensors({"w": torch.zeros_like(weights)})
         load({"state": loaded}, checkpoint_id=str(path), process_group=one_rank_job.io)
         assert loaded.tensors["w"][0].item() == first  # the state at save(), not later
+
+
+def test_sharded_restore_touches_no_state_before_the_shards_verify(
+    one_rank_job: Any, tmp_path: Path
+) -> None:
+    """The shard hashes are checked while DCP reads, but nothing is copied into the state
+    before they passed: a corrupt newest checkpoint leaves the state as the older one set it,
+    and with nothing valid left (fresh start allowed) the state stays as it was."""
+    from unbroken_ckpt import ShardedCheckpointManager
+
+    weights = torch.zeros(3 << 20)
+    objects = {"state": _Tensors({"w": weights})}
+    with ShardedCheckpointManager(one_rank_job, str(tmp_path), objects, keep=5) as manager:
+        for step in (1, 2):
+            weights.fill_(step)
+            assert manager.save(step, blocking=True) is not None
+
+    def corrupt(step: int) -> None:
+        shard = tmp_path / f"step-{step:06d}" / "__0_0.distcp"
+        data = bytearray(shard.read_bytes())
+        data[-4096] ^= 0xFF  # inside the last tensor's bytes
+        shard.write_bytes(bytes(data))
+
+    corrupt(2)
+    weights.fill_(-1)
+    with ShardedCheckpointManager(one_rank_job, str(tmp_path), objects, keep=5) as manager:
+        restored = manager.restore()
+    assert restored is not None and restored.step == 1
+    assert [name for name, _reason in restored.skipped] == ["step-000002"]
+    assert "rank 0: __0_0.distcp: crc32 mismatch" in restored.skipped[0][1]
+    assert torch.equal(weights, torch.ones_like(weights))  # step 1 exactly, nothing of step 2
+
+    corrupt(1)
+    weights.fill_(-1)
+    with ShardedCheckpointManager(
+        one_rank_job, str(tmp_path), objects, keep=5, allow_fresh_start=True
+    ) as manager:
+        assert manager.restore() is None
+    assert torch.equal(weights, torch.full_like(weights, -1.0))  # untouched
+    assert len(list(tmp_path.glob("quarantine-step-*"))) == 2

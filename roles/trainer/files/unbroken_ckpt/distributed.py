@@ -69,13 +69,15 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.filesystem import FileSystem, FileSystemReader, FileSystemWriter
+from torch.distributed.checkpoint.planner import LoadItemType, LoadPlan, LoadPlanner, ReadItem
 from torch.distributed.checkpoint.staging import DefaultStager, StagingOptions
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
@@ -200,6 +202,15 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _subset(manifest: Mapping[str, Any], names: list[str]) -> dict[str, Any]:
+    """The manifest restricted to ``names`` (what one rank checks)."""
+    return dict(manifest, files={name: manifest["files"][name] for name in names})
+
+
+class _Rejected(Exception):
+    """Every rank learnt that a checkpoint failed verification while it was being read."""
+
+
 class _RankAware(CheckpointManager):
     """What both managers share: the job lock, the agreed restore step, agreed commits."""
 
@@ -268,8 +279,12 @@ class _RankAware(CheckpointManager):
         except fmt.ManifestError as exc:
             return "invalid", str(exc), None
         wanted = self._files_to_verify(status.manifest)
-        subset = dict(status.manifest, files={k: status.manifest["files"][k] for k in wanted})
-        problems = fmt.verify_files(status.path, subset, full=True) if wanted else []
+        later = set(self._hashed_while_loading(wanted))
+        problems: list[str] = []
+        for names, full in ((sorted(later), False), ([n for n in wanted if n not in later], True)):
+            if names:  # sizes only for what _load hashes while it reads
+                subset = _subset(status.manifest, names)
+                problems += fmt.verify_files(status.path, subset, full=full)
         if problems:
             return "invalid", "; ".join(problems), None
         status.verified = True
@@ -282,11 +297,17 @@ class _RankAware(CheckpointManager):
     def _files_to_verify(self, manifest: Mapping[str, Any]) -> list[str]:
         return sorted(manifest["files"])
 
-    def _agree(self) -> tuple[fmt.CheckpointStatus | None, list[tuple[str, str]]]:
+    def _hashed_while_loading(self, names: list[str]) -> list[str]:
+        """Files whose hashes ``_load`` checks (before any state changes) instead of here."""
+        return []
+
+    def _agree(
+        self, exclude: set[str] | frozenset[str] = frozenset()
+    ) -> tuple[fmt.CheckpointStatus | None, list[tuple[str, str]]]:
         """The newest checkpoint every rank verified, and the newer ones skipped (why)."""
         local = [name for _step, name in fmt.list_checkpoints(self.directory)]
         names = sorted(
-            set().union(*map(set, self.job.gather(local))),
+            set().union(*map(set, self.job.gather(local))) - exclude,
             key=lambda name: fmt.parse_step(name) or -1,
             reverse=True,
         )
@@ -304,32 +325,44 @@ class _RankAware(CheckpointManager):
         return None, skipped
 
     def restore(self) -> Restored | None:
-        best, skipped = self._agree()
-        self.rejected = list(skipped)
-        if best is None:
-            for name, reason in skipped:
+        skipped: list[tuple[str, str]] = []
+        told = 0
+        while True:
+            best, newer = self._agree({name for name, _reason in skipped})
+            skipped += newer
+            if best is None:
+                break
+            for name, reason in skipped[told:]:
                 LOG.warning(
-                    "checkpoint %s is invalid (%s); no older valid checkpoint", name, reason
+                    "checkpoint %s is invalid (%s); falling back to %s", name, reason, best.name
                 )
-            if skipped and not self.allow_fresh_start:
-                raise NoValidCheckpointError(
-                    f"{len(skipped)} checkpoint(s) in {self.directory} but none verifies on "
-                    "every rank; refusing to start from step 0 over them: move them away or "
-                    "allow a fresh start (allow_fresh_start / --allow-fresh-start)"
-                )
-            self._quarantine_agreed(skipped)
-            return None
+            told = len(skipped)
+            try:
+                return self._restore_from(best, skipped)
+            except _Rejected as exc:  # raised on every rank: a shard failed its hash
+                skipped.append((best.name, str(exc)))
+        self.rejected = list(skipped)
         for name, reason in skipped:
-            LOG.warning(
-                "checkpoint %s is invalid (%s); falling back to %s", name, reason, best.name
+            LOG.warning("checkpoint %s is invalid (%s); no older valid checkpoint", name, reason)
+        if skipped and not self.allow_fresh_start:
+            raise NoValidCheckpointError(
+                f"{len(skipped)} checkpoint(s) in {self.directory} but none verifies on "
+                "every rank; refusing to start from step 0 over them: move them away or "
+                "allow a fresh start (allow_fresh_start / --allow-fresh-start)"
             )
-        moved = self._quarantine_agreed(skipped)
+        self._quarantine_agreed(skipped)
+        return None
+
+    def _restore_from(self, best: fmt.CheckpointStatus, skipped: list[tuple[str, str]]) -> Restored:
+        """Load ``best`` on every rank, then move aside what was passed over for it."""
         error: BaseException | None = None
         restored: Restored | None = None
         try:
             restored = self._load(best)
         except CheckpointError as exc:
             error = exc
+        self.rejected = list(skipped)
+        moved = self._quarantine_agreed(skipped)
         failures = [(r, m) for r, m in enumerate(self.job.gather(error and str(error))) if m]
         if error is not None:
             raise error
@@ -507,6 +540,106 @@ class _HashingFileSystem(FileSystem):
             with io.BufferedWriter(raw, buffer_size=1 << 20) as stream:
                 yield stream
         self.entries[name] = fmt.file_entry(raw.size, raw.digests())
+
+
+def _memory_to_hold(ranks_on_node: int) -> int:
+    """Bytes one rank may hold in memory while its shard files are hashed: half of what the
+    node has available, shared by its ranks (0 when it cannot be known)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024 // (2 * max(1, ranks_on_node))
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def _narrow(tensor: torch.Tensor, offsets: Sequence[int], lengths: Sequence[int]) -> torch.Tensor:
+    for dim, (offset, length) in enumerate(zip(offsets, lengths)):
+        if length < tensor.size(dim):
+            tensor = tensor.narrow(dim, offset, length)
+    return tensor
+
+
+class _VerifyingReader(FileSystemReader):
+    """DCP's file reader, except that nothing reaches the state before every rank's files
+    verified, and the hashing runs while the files are read instead of in a pass before.
+
+    ``check(error)`` waits for this rank's hashes and agrees with the other ranks (a
+    collective, called exactly once per load on every rank); it raises ``_Rejected`` on
+    every rank when any rank's files failed.  The items are read as DCP reads them
+    (``torch.load`` of each one) but held until ``check`` passed, and only then copied into
+    the state.  Holding costs up to this rank's share of the checkpoint in memory; when that
+    is more than ``hold_limit`` bytes the read waits for the hashes instead (one pass more).
+    """
+
+    def __init__(
+        self, path: str, check: Callable[[BaseException | None], None], hold_limit: int
+    ) -> None:
+        super().__init__(path)
+        self._check = check
+        self._hold_limit = hold_limit
+        self.rejected: str | None = None
+
+    def _verdict(self, error: BaseException | None) -> None:
+        try:
+            self._check(error)
+        except _Rejected as exc:
+            self.rejected = str(exc)
+            raise
+
+    def read_data(self, plan: LoadPlan, planner: LoadPlanner) -> Any:
+        size = sum(int(self.storage_data[item.storage_index].length or 0) for item in plan.items)
+        if size > self._hold_limit:
+            self._verdict(None)
+            return super().read_data(plan, planner)
+        held: list[tuple[ReadItem, Any]] = []
+        error: BaseException | None = None
+        try:
+            held = self._read_items(plan)
+        except Exception as exc:  # reported through the verdict: every rank must reach it
+            error = exc
+        self._verdict(error)
+        for item, value in held:
+            if item.type == LoadItemType.BYTE_IO:
+                planner.load_bytes(item, value)
+                continue
+            target = planner.resolve_tensor(item).detach()
+            if target.size() != value.size():
+                raise CheckpointError(
+                    f"{item.storage_index.fqn}: size {tuple(value.size())} in the checkpoint, "
+                    f"{tuple(target.size())} in this run"
+                )
+            target.copy_(value)
+            planner.commit_tensor(item, target)
+        done: torch.futures.Future[None] = torch.futures.Future()
+        done.set_result(None)
+        return done
+
+    def _read_items(self, plan: LoadPlan) -> list[tuple[ReadItem, Any]]:
+        """What DCP's ``FileSystemReader.read_data`` reads, file by file, kept aside."""
+        per_file: dict[str, list[ReadItem]] = {}
+        for item in plan.items:
+            per_file.setdefault(self.storage_data[item.storage_index].relative_path, []).append(
+                item
+            )
+        held: list[tuple[ReadItem, Any]] = []
+        for relative_path, items in per_file.items():
+            with self.fs.create_stream(self.fs.concat_path(self.path, relative_path), "rb") as f:
+                for item in items:
+                    info = self.storage_data[item.storage_index]
+                    stream = self.transforms.transform_load_stream(
+                        item, info.transform_descriptors or (), self._slice_file(f, info)
+                    )
+                    if item.type == LoadItemType.BYTE_IO or not stream.seekable():
+                        stream = io.BytesIO(stream.read(-1))
+                    if item.type == LoadItemType.BYTE_IO:
+                        held.append((item, stream))
+                        continue
+                    tensor = torch.load(stream, map_location="cpu", weights_only=True)
+                    held.append((item, _narrow(tensor, item.storage_offsets, item.lengths)))
+        return held
 
 
 def _reused_stager() -> DefaultStager:
@@ -729,6 +862,9 @@ class ShardedCheckpointManager(_RankAware):
         info.update(world_size=self.job.world_size, layout=self.layout, engine="dcp")
         return info
 
+    def _hashed_while_loading(self, names: list[str]) -> list[str]:
+        return [name for name in names if name.startswith(f"__{self.job.rank}_")]
+
     def _files_to_verify(self, manifest: Mapping[str, Any]) -> list[str]:
         """What this rank reads: its own shard files, DCP's metadata, and (rank 0) the rest."""
         names = sorted(manifest["files"])
@@ -742,16 +878,27 @@ class ShardedCheckpointManager(_RankAware):
         rng_key = f"rng_rank{self.job.rank}"
         state[rng_key] = io.BytesIO()
         state["meta"] = io.BytesIO()
-        try:
-            dcp_load(state, storage_reader=FileSystemReader(best.path), process_group=self.job.io)
-            meta = _unblob(state["meta"])
-            restore_rng(_unblob(state[rng_key]))
-        except CheckpointError:
-            raise
-        except Exception as exc:
-            raise CheckpointError(
-                f"checkpoint {best.name} could not be loaded: {_first_line(exc)}"
-            ) from exc
+        manifest = best.manifest or {"files": {}}
+        mine = self._hashed_while_loading(self._files_to_verify(manifest))
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            hashes = pool.submit(fmt.verify_files, best.path, _subset(manifest, mine))
+            reader = _VerifyingReader(
+                best.path,
+                lambda error: self._agree_hashes(best.name, hashes, error),
+                _memory_to_hold(self.job.local_world_size),
+            )
+            try:
+                dcp_load(state, storage_reader=reader, process_group=self.job.io)
+                meta = _unblob(state["meta"])
+                restore_rng(_unblob(state[rng_key]))
+            except (Exception, CheckpointException) as exc:  # the latter is a BaseException
+                if reader.rejected is not None:
+                    raise _Rejected(reader.rejected) from None
+                if isinstance(exc, CheckpointError):
+                    raise
+                raise CheckpointError(
+                    f"checkpoint {best.name} could not be loaded: {_first_line(exc)}"
+                ) from exc
         return Restored(
             name=best.name,
             step=best.step,
@@ -759,6 +906,23 @@ class ShardedCheckpointManager(_RankAware):
             extras=meta.get("extras") or {},
             path=best.path,
         )
+
+    def _agree_hashes(
+        self, name: str, hashes: Future[list[str]], error: BaseException | None
+    ) -> None:
+        """Every rank's verdict on the shard files it hashed while reading checkpoint ``name``."""
+        try:
+            problems = hashes.result()
+        except Exception as exc:
+            problems = [f"verification failed: {_first_line(exc)}"]
+        failed = _first_line(error) if error is not None and not problems else ""
+        verdicts = self.job.gather(("; ".join(problems), failed))
+        bad = [f"rank {r}: {p}" for r, (p, _failed) in enumerate(verdicts) if p]
+        if bad:
+            raise _Rejected("; ".join(bad))
+        errors = [f"rank {r}: {f}" for r, (_p, f) in enumerate(verdicts) if f]
+        if errors:
+            raise CheckpointError(f"checkpoint {name} could not be read: {errors[0]}")
 
 
 __all__ = [
