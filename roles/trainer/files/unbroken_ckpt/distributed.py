@@ -20,9 +20,11 @@ timeout given, never torch's default):
 
 * ``open``: the writer(s) take the directory lock for the job; if any writer is refused,
   every rank raises ``CheckpointLockedError`` (a second job on the same directory);
-* ``restore``: each rank verifies what it will read of each candidate step, newest first;
-  the step chosen is the newest one that verifies on **every** rank, so a corrupt shard on
-  one rank makes all ranks fall back to the same older step;
+* ``restore``: each rank verifies what it will read of each candidate step, newest first
+  (the sharded manager hashes its shard files while DCP reads them and copies nothing into
+  the state before every rank's hashes matched); the step chosen is the newest one that
+  verifies on **every** rank, so a corrupt shard on one rank makes all ranks fall back to
+  the same older step;
 * ``save``: called at the same step on every rank; a blocking save returns the same
   commit (or None) on every rank;
 * ``agree_stop``: a stop signal seen by any rank stops all ranks at the same step.
@@ -669,7 +671,9 @@ class ShardedCheckpointManager(_RankAware):
     Each step directory holds DCP's files (``.metadata`` and one ``__<rank>_<n>.distcp``
     per rank) and ``MANIFEST.json``.  ``objects`` are DCP ``Stateful`` objects (wrap a
     model and its optimizer in ``ModelOptimizerState``); every rank's RNG states and the
-    extras travel as small blobs.  Needs ``layout="shared"``.
+    extras travel as small blobs.  Needs ``layout="shared"``.  Asynchronous saves keep
+    their CPU staging copy of the state allocated between saves (pinned with CUDA), as the
+    single-process manager keeps its buffers; ``close`` frees it.
     """
 
     def __init__(
