@@ -20,9 +20,11 @@ timeout given, never torch's default):
 
 * ``open``: the writer(s) take the directory lock for the job; if any writer is refused,
   every rank raises ``CheckpointLockedError`` (a second job on the same directory);
-* ``restore``: each rank verifies what it will read of each candidate step, newest first;
-  the step chosen is the newest one that verifies on **every** rank, so a corrupt shard on
-  one rank makes all ranks fall back to the same older step;
+* ``restore``: each rank verifies what it will read of each candidate step, newest first
+  (the sharded manager hashes its shard files while DCP reads them and copies nothing into
+  the state before every rank's hashes matched); the step chosen is the newest one that
+  verifies on **every** rank, so a corrupt shard on one rank makes all ranks fall back to
+  the same older step;
 * ``save``: called at the same step on every rank; a blocking save returns the same
   commit (or None) on every rank;
 * ``agree_stop``: a stop signal seen by any rank stops all ranks at the same step.
@@ -61,6 +63,7 @@ For FSDP2 register ``{"model": ModelOptimizerState(model, opt), ...}`` with
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import io
 import logging
@@ -68,12 +71,16 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
-from torch.distributed.checkpoint.filesystem import FileSystemReader
+from torch.distributed.checkpoint.api import CheckpointException
+from torch.distributed.checkpoint.filesystem import FileSystem, FileSystemReader, FileSystemWriter
+from torch.distributed.checkpoint.planner import LoadItemType, LoadPlan, LoadPlanner, ReadItem
+from torch.distributed.checkpoint.staging import DefaultStager, StagingOptions
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
 from torch.distributed.checkpoint.state_dict_saver import async_save
@@ -197,6 +204,15 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _subset(manifest: Mapping[str, Any], names: list[str]) -> dict[str, Any]:
+    """The manifest restricted to ``names`` (what one rank checks)."""
+    return dict(manifest, files={name: manifest["files"][name] for name in names})
+
+
+class _Rejected(Exception):
+    """Every rank learnt that a checkpoint failed verification while it was being read."""
+
+
 class _RankAware(CheckpointManager):
     """What both managers share: the job lock, the agreed restore step, agreed commits."""
 
@@ -265,8 +281,12 @@ class _RankAware(CheckpointManager):
         except fmt.ManifestError as exc:
             return "invalid", str(exc), None
         wanted = self._files_to_verify(status.manifest)
-        subset = dict(status.manifest, files={k: status.manifest["files"][k] for k in wanted})
-        problems = fmt.verify_files(status.path, subset, full=True) if wanted else []
+        later = set(self._hashed_while_loading(wanted))
+        problems: list[str] = []
+        for names, full in ((sorted(later), False), ([n for n in wanted if n not in later], True)):
+            if names:  # sizes only for what _load hashes while it reads
+                subset = _subset(status.manifest, names)
+                problems += fmt.verify_files(status.path, subset, full=full)
         if problems:
             return "invalid", "; ".join(problems), None
         status.verified = True
@@ -279,11 +299,17 @@ class _RankAware(CheckpointManager):
     def _files_to_verify(self, manifest: Mapping[str, Any]) -> list[str]:
         return sorted(manifest["files"])
 
-    def _agree(self) -> tuple[fmt.CheckpointStatus | None, list[tuple[str, str]]]:
+    def _hashed_while_loading(self, names: list[str]) -> list[str]:
+        """Files whose hashes ``_load`` checks (before any state changes) instead of here."""
+        return []
+
+    def _agree(
+        self, exclude: set[str] | frozenset[str] = frozenset()
+    ) -> tuple[fmt.CheckpointStatus | None, list[tuple[str, str]]]:
         """The newest checkpoint every rank verified, and the newer ones skipped (why)."""
         local = [name for _step, name in fmt.list_checkpoints(self.directory)]
         names = sorted(
-            set().union(*map(set, self.job.gather(local))),
+            set().union(*map(set, self.job.gather(local))) - exclude,
             key=lambda name: fmt.parse_step(name) or -1,
             reverse=True,
         )
@@ -301,32 +327,44 @@ class _RankAware(CheckpointManager):
         return None, skipped
 
     def restore(self) -> Restored | None:
-        best, skipped = self._agree()
-        self.rejected = list(skipped)
-        if best is None:
-            for name, reason in skipped:
+        skipped: list[tuple[str, str]] = []
+        told = 0
+        while True:
+            best, newer = self._agree({name for name, _reason in skipped})
+            skipped += newer
+            if best is None:
+                break
+            for name, reason in skipped[told:]:
                 LOG.warning(
-                    "checkpoint %s is invalid (%s); no older valid checkpoint", name, reason
+                    "checkpoint %s is invalid (%s); falling back to %s", name, reason, best.name
                 )
-            if skipped and not self.allow_fresh_start:
-                raise NoValidCheckpointError(
-                    f"{len(skipped)} checkpoint(s) in {self.directory} but none verifies on "
-                    "every rank; refusing to start from step 0 over them: move them away or "
-                    "allow a fresh start (allow_fresh_start / --allow-fresh-start)"
-                )
-            self._quarantine_agreed(skipped)
-            return None
+            told = len(skipped)
+            try:
+                return self._restore_from(best, skipped)
+            except _Rejected as exc:  # raised on every rank: a shard failed its hash
+                skipped.append((best.name, str(exc)))
+        self.rejected = list(skipped)
         for name, reason in skipped:
-            LOG.warning(
-                "checkpoint %s is invalid (%s); falling back to %s", name, reason, best.name
+            LOG.warning("checkpoint %s is invalid (%s); no older valid checkpoint", name, reason)
+        if skipped and not self.allow_fresh_start:
+            raise NoValidCheckpointError(
+                f"{len(skipped)} checkpoint(s) in {self.directory} but none verifies on "
+                "every rank; refusing to start from step 0 over them: move them away or "
+                "allow a fresh start (allow_fresh_start / --allow-fresh-start)"
             )
-        moved = self._quarantine_agreed(skipped)
+        self._quarantine_agreed(skipped)
+        return None
+
+    def _restore_from(self, best: fmt.CheckpointStatus, skipped: list[tuple[str, str]]) -> Restored:
+        """Load ``best`` on every rank, then move aside what was passed over for it."""
         error: BaseException | None = None
         restored: Restored | None = None
         try:
             restored = self._load(best)
         except CheckpointError as exc:
             error = exc
+        self.rejected = list(skipped)
+        moved = self._quarantine_agreed(skipped)
         failures = [(r, m) for r, m in enumerate(self.job.gather(error and str(error))) if m]
         if error is not None:
             raise error
@@ -471,13 +509,171 @@ def _unblob(buffer: io.BytesIO) -> Any:
     return torch.load(buffer, map_location="cpu", weights_only=True)
 
 
+class _HashingFileSystem(FileSystem):
+    """DCP's file system, except that each shard file DCP writes is checksummed on the way.
+
+    The segments are hashed by worker threads while the same bytes go to the kernel
+    (``storage._HashingFile``, as for ``state.pt``): no second pass reading the files back
+    before the commit.  It also starts the disk writeback every 64 MiB, so DCP's closing
+    fsync has little left to wait for.  While a shard file is written, ``torch.save``
+    skips its zip CRC-32 (which our segment checksums make redundant and which cost more
+    than they do: 0.03-0.05 s per 64 MiB here); like the single-process writer thread,
+    this switch is process-wide while it lasts.  Other files (DCP's ``.metadata``) pass
+    through.
+    """
+
+    def __init__(self, algorithm: str) -> None:
+        super().__init__()
+        self.algorithm = algorithm
+        self.entries: dict[str, dict[str, Any]] = {}
+
+    @contextlib.contextmanager
+    def create_stream(self, path: str | os.PathLike[str], mode: str) -> Iterator[io.IOBase]:
+        name = os.path.basename(os.fspath(path))
+        if mode != "wb" or not name.endswith(".distcp"):
+            with super().create_stream(path, mode) as stream:
+                yield stream
+            return
+        threads = fmt.default_threads()
+        with ThreadPoolExecutor(max_workers=threads) as pool, storage._without_zip_crc32():
+            raw = storage._HashingFile(
+                os.fspath(path), pool, self.algorithm, storage.Cancel(), name
+            )
+            with io.BufferedWriter(raw, buffer_size=1 << 20) as stream:
+                yield stream
+        self.entries[name] = fmt.file_entry(raw.size, raw.digests())
+
+
+def _memory_to_hold(ranks_on_node: int) -> int:
+    """Bytes one rank may hold in memory while its shard files are hashed: half of what the
+    node has available, shared by its ranks (0 when it cannot be known)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024 // (2 * max(1, ranks_on_node))
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def _narrow(tensor: torch.Tensor, offsets: Sequence[int], lengths: Sequence[int]) -> torch.Tensor:
+    for dim, (offset, length) in enumerate(zip(offsets, lengths)):
+        if length < tensor.size(dim):
+            tensor = tensor.narrow(dim, offset, length)
+    return tensor
+
+
+class _VerifyingReader(FileSystemReader):
+    """DCP's file reader, except that nothing reaches the state before every rank's files
+    verified, and the hashing runs while the files are read instead of in a pass before.
+
+    ``check(error)`` waits for this rank's hashes and agrees with the other ranks (a
+    collective, called exactly once per load on every rank); it raises ``_Rejected`` on
+    every rank when any rank's files failed.  The items are read as DCP reads them
+    (``torch.load`` of each one) but held until ``check`` passed, and only then copied into
+    the state.  Holding costs up to this rank's share of the checkpoint in memory; when that
+    is more than ``hold_limit`` bytes the read waits for the hashes instead (one pass more).
+    """
+
+    def __init__(
+        self, path: str, check: Callable[[BaseException | None], None], hold_limit: int
+    ) -> None:
+        super().__init__(path)
+        self._check = check
+        self._hold_limit = hold_limit
+        self.rejected: str | None = None
+
+    def _verdict(self, error: BaseException | None) -> None:
+        try:
+            self._check(error)
+        except _Rejected as exc:
+            self.rejected = str(exc)
+            raise
+
+    def read_data(self, plan: LoadPlan, planner: LoadPlanner) -> Any:
+        size = sum(int(self.storage_data[item.storage_index].length or 0) for item in plan.items)
+        if size > self._hold_limit:
+            self._verdict(None)
+            return super().read_data(plan, planner)
+        held: list[tuple[ReadItem, Any]] = []
+        error: BaseException | None = None
+        try:
+            held = self._read_items(plan)
+        except Exception as exc:  # reported through the verdict: every rank must reach it
+            error = exc
+        self._verdict(error)
+        for item, value in held:
+            if item.type == LoadItemType.BYTE_IO:
+                planner.load_bytes(item, value)
+                continue
+            target = planner.resolve_tensor(item).detach()
+            if target.size() != value.size():
+                raise CheckpointError(
+                    f"{item.storage_index.fqn}: size {tuple(value.size())} in the checkpoint, "
+                    f"{tuple(target.size())} in this run"
+                )
+            target.copy_(value)
+            planner.commit_tensor(item, target)
+        done: torch.futures.Future[None] = torch.futures.Future()
+        done.set_result(None)
+        return done
+
+    def _read_items(self, plan: LoadPlan) -> list[tuple[ReadItem, Any]]:
+        """What DCP's ``FileSystemReader.read_data`` reads, file by file, kept aside."""
+        per_file: dict[str, list[ReadItem]] = {}
+        for item in plan.items:
+            per_file.setdefault(self.storage_data[item.storage_index].relative_path, []).append(
+                item
+            )
+        held: list[tuple[ReadItem, Any]] = []
+        for relative_path, items in per_file.items():
+            with self.fs.create_stream(self.fs.concat_path(self.path, relative_path), "rb") as f:
+                for item in items:
+                    info = self.storage_data[item.storage_index]
+                    stream = self.transforms.transform_load_stream(
+                        item, info.transform_descriptors or (), self._slice_file(f, info)
+                    )
+                    if item.type == LoadItemType.BYTE_IO or not stream.seekable():
+                        stream = io.BytesIO(stream.read(-1))
+                    if item.type == LoadItemType.BYTE_IO:
+                        held.append((item, stream))
+                        continue
+                    tensor = torch.load(stream, map_location="cpu", weights_only=True)
+                    held.append((item, _narrow(tensor, item.storage_offsets, item.lengths)))
+        return held
+
+
+def _reused_stager() -> DefaultStager:
+    """A stager that keeps its CPU copies from one async save to the next.
+
+    ``async_save`` without one makes a new stager per call, which allocates fresh CPU memory
+    for the whole state each time: the page faults cost more than the copy itself (the stall
+    was 3x longer, benchmarks/README.md).  The price is that the copies stay allocated
+    between saves, as the single-process manager's buffers do.  With CUDA they are pinned
+    (registered once) and filled by non-blocking copies, synchronised before ``save``
+    returns.
+    """
+    cuda = torch.cuda.is_available()
+    return DefaultStager(
+        StagingOptions(
+            use_pinned_memory=cuda,
+            use_shared_memory=False,
+            use_async_staging=False,
+            use_non_blocking_copy=cuda,
+        )
+    )
+
+
 class ShardedCheckpointManager(_RankAware):
     """FSDP2 / DTensor state written by ``torch.distributed.checkpoint`` with our manifest on top.
 
     Each step directory holds DCP's files (``.metadata`` and one ``__<rank>_<n>.distcp``
     per rank) and ``MANIFEST.json``.  ``objects`` are DCP ``Stateful`` objects (wrap a
     model and its optimizer in ``ModelOptimizerState``); every rank's RNG states and the
-    extras travel as small blobs.  Needs ``layout="shared"``.
+    extras travel as small blobs.  Needs ``layout="shared"``.  Asynchronous saves keep
+    their CPU staging copy of the state allocated between saves (pinned with CUDA), as the
+    single-process manager keeps its buffers; ``close`` frees it.
     """
 
     def __init__(
@@ -496,6 +692,15 @@ class ShardedCheckpointManager(_RankAware):
         kwargs.pop("overlap_copy", None)
         super().__init__(job, directory, objects, layout=layout, **kwargs)
         self._future: Any = None
+        self._stager: DefaultStager | None = None
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self._stager is not None:
+                self._stager.close()
+                self._stager = None
 
     def _state(self, step: int, epoch: int | None, extras: Any) -> dict[str, Any]:
         state: dict[str, Any] = dict(self.objects)
@@ -523,51 +728,68 @@ class ShardedCheckpointManager(_RankAware):
             os.mkdir(tmp, 0o755)
         self.job.barrier()
         state = self._state(step, epoch, extras)
-        # checkpoint_id, not a storage_writer: DCP then writes with FileSystemWriter (files
-        # fsynced) and stages async saves with its default stager, which measured 2-3x
-        # faster than the writer's own staging (benchmarks/README.md).
+        # DCP's FileSystemWriter (files fsynced) with our hashing streams; an async save is
+        # staged by our reused stager, never by the writer (its staging allocates anew).
+        writer = FileSystemWriter(tmp, sync_files=True)
+        hashing = writer.fs = _HashingFileSystem(self.hash_algorithm)
         job = _Job(step, threading.current_thread())
         started = time.monotonic()
         if not self._register(job):
             return None
         if sync:
             try:
-                dcp_save(state, checkpoint_id=tmp, process_group=self.job.io)
+                dcp_save(state, storage_writer=writer, process_group=self.job.io)
             except Exception as exc:  # DCP raises on every rank when any rank failed
                 job.error = exc
-            self._commit(job, tmp, epoch, started)
+            self._commit(job, tmp, epoch, started, hashing.entries)
             return self.wait()
-        future = async_save(state, checkpoint_id=tmp, process_group=self.job.io)
+        if self._stager is None:
+            self._stager = _reused_stager()
+        future = async_save(
+            state, storage_writer=writer, process_group=self.job.io, async_stager=self._stager
+        )
         job.thread = threading.Thread(
             target=self._finish_async,
-            args=(job, future, tmp, epoch, started),
+            args=(job, future, tmp, epoch, started, hashing.entries),
             name=f"unbroken-ckpt-dcp-{step}",
         )
         job.thread.start()
         return None
 
     def _finish_async(
-        self, job: _Job, future: Any, tmp: str, epoch: int | None, started: float
+        self,
+        job: _Job,
+        future: Any,
+        tmp: str,
+        epoch: int | None,
+        started: float,
+        hashed: Mapping[str, Any],
     ) -> None:
         try:
             future.result()
         except BaseException as exc:
             job.error = exc
-        self._commit(job, tmp, epoch, started)
+        self._commit(job, tmp, epoch, started, hashed)
 
-    def _commit(self, job: _Job, tmp: str, epoch: int | None, started: float) -> None:
-        """Hash this rank's files; rank 0 writes the manifest last and renames (every rank)."""
+    def _commit(
+        self, job: _Job, tmp: str, epoch: int | None, started: float, hashed: Mapping[str, Any]
+    ) -> None:
+        """Collect this rank's file hashes; rank 0 writes the manifest last and renames."""
         entries: dict[str, Any] = {}
         error = f"rank {self.job.rank}: {_first_line(job.error)}" if job.error else ""
         if not error:
             try:
                 prefix = f"__{self.job.rank}_"
                 for name in sorted(os.listdir(tmp)):
-                    if name.startswith(prefix):
+                    if not name.startswith(prefix):
+                        continue
+                    entry = hashed.get(name)
+                    if entry is None:  # not written through our stream: read it back
                         size, segments = fmt.hash_file(
                             os.path.join(tmp, name), algorithm=self.hash_algorithm
                         )
-                        entries[name] = fmt.file_entry(size, segments)
+                        entry = fmt.file_entry(size, segments)
+                    entries[name] = entry
             except OSError as exc:
                 error = f"rank {self.job.rank}: {exc}"
         gathered = self.job.gather((entries, error), group=self.job.io)
@@ -644,6 +866,9 @@ class ShardedCheckpointManager(_RankAware):
         info.update(world_size=self.job.world_size, layout=self.layout, engine="dcp")
         return info
 
+    def _hashed_while_loading(self, names: list[str]) -> list[str]:
+        return [name for name in names if name.startswith(f"__{self.job.rank}_")]
+
     def _files_to_verify(self, manifest: Mapping[str, Any]) -> list[str]:
         """What this rank reads: its own shard files, DCP's metadata, and (rank 0) the rest."""
         names = sorted(manifest["files"])
@@ -657,16 +882,27 @@ class ShardedCheckpointManager(_RankAware):
         rng_key = f"rng_rank{self.job.rank}"
         state[rng_key] = io.BytesIO()
         state["meta"] = io.BytesIO()
-        try:
-            dcp_load(state, storage_reader=FileSystemReader(best.path), process_group=self.job.io)
-            meta = _unblob(state["meta"])
-            restore_rng(_unblob(state[rng_key]))
-        except CheckpointError:
-            raise
-        except Exception as exc:
-            raise CheckpointError(
-                f"checkpoint {best.name} could not be loaded: {_first_line(exc)}"
-            ) from exc
+        manifest = best.manifest or {"files": {}}
+        mine = self._hashed_while_loading(self._files_to_verify(manifest))
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            hashes = pool.submit(fmt.verify_files, best.path, _subset(manifest, mine))
+            reader = _VerifyingReader(
+                best.path,
+                lambda error: self._agree_hashes(best.name, hashes, error),
+                _memory_to_hold(self.job.local_world_size),
+            )
+            try:
+                dcp_load(state, storage_reader=reader, process_group=self.job.io)
+                meta = _unblob(state["meta"])
+                restore_rng(_unblob(state[rng_key]))
+            except (Exception, CheckpointException) as exc:  # the latter is a BaseException
+                if reader.rejected is not None:
+                    raise _Rejected(reader.rejected) from None
+                if isinstance(exc, CheckpointError):
+                    raise
+                raise CheckpointError(
+                    f"checkpoint {best.name} could not be loaded: {_first_line(exc)}"
+                ) from exc
         return Restored(
             name=best.name,
             step=best.step,
@@ -674,6 +910,23 @@ class ShardedCheckpointManager(_RankAware):
             extras=meta.get("extras") or {},
             path=best.path,
         )
+
+    def _agree_hashes(
+        self, name: str, hashes: Future[list[str]], error: BaseException | None
+    ) -> None:
+        """Every rank's verdict on the shard files it hashed while reading checkpoint ``name``."""
+        try:
+            problems = hashes.result()
+        except Exception as exc:
+            problems = [f"verification failed: {_first_line(exc)}"]
+        failed = _first_line(error) if error is not None and not problems else ""
+        verdicts = self.job.gather(("; ".join(problems), failed))
+        bad = [f"rank {r}: {p}" for r, (p, _failed) in enumerate(verdicts) if p]
+        if bad:
+            raise _Rejected("; ".join(bad))
+        errors = [f"rank {r}: {f}" for r, (_p, f) in enumerate(verdicts) if f]
+        if errors:
+            raise CheckpointError(f"checkpoint {name} could not be read: {errors[0]}")
 
 
 __all__ = [

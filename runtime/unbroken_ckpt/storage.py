@@ -289,6 +289,10 @@ class _HashingFile(io.RawIOBase):
     def fileno(self) -> int:
         return self._fd
 
+    def tell(self) -> int:
+        # Append-only: the position is what was written (DCP records each item's offset).
+        return self.size
+
     def write(self, data: Any) -> int:
         self._cancel.check(self._name)  # an abandoned save stops at its next write
         view = memoryview(data).cast("B")

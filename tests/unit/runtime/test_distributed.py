@@ -302,3 +302,121 @@ def test_two_nodes_with_node_local_checkpoints_each_write_their_own_status(
         assert (status["state"], status["step"]) == ("finished", 10), status
         assert status["extra"] == {"world_size": 2, "mode": "ddp"}
         assert (tmp_path / f"node{node}" / "step-000010" / "MANIFEST.json").exists()
+
+
+@pytest.fixture
+def one_rank_job(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A real 1-rank gloo job in this process (what torchrun's environment would give)."""
+    import socket
+
+    from unbroken_ckpt import DistributedJob
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for key, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(port))
+    job = DistributedJob.from_env("cpu", timeout=60)
+    try:
+        yield job
+    finally:
+        job.close()
+
+
+class _Tensors:
+    def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.tensors = tensors
+
+    def state_dict(self) -> dict[str, Any]:
+        return dict(self.tensors)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            if value is not self.tensors[key]:
+                self.tensors[key].copy_(value)
+
+
+def test_sharded_save_hashes_shards_while_writing_and_reuses_its_staging_memory(
+    one_rank_job: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from torch.distributed.checkpoint import load
+    from unbroken_ckpt import ShardedCheckpointManager, distributed
+    from unbroken_ckpt import checkpoint_manifest as fmt
+
+    hash_file = fmt.hash_file
+
+    def no_read_back(path: str, *args: Any, **kwargs: Any) -> Any:
+        assert not path.endswith(".distcp"), f"{path} was read back to be hashed"
+        return hash_file(path, *args, **kwargs)
+
+    monkeypatch.setattr(distributed.fmt, "hash_file", no_read_back)
+    weights = torch.arange(3 << 20, dtype=torch.float32)  # 12 MiB: a file of several writes
+    state = _Tensors({"w": weights})
+    manager = ShardedCheckpointManager(one_rank_job, str(tmp_path), {"state": state}, keep=5)
+    staged: list[int] = []
+    with manager:
+        assert manager.save(1, blocking=True) is not None
+        for step in (2, 3):
+            weights.add_(1)
+            manager.save(step)  # async: staged, then written in the background
+            assert manager._stager is not None
+            staged.append(
+                manager._stager._state_dict_stager._cached_storage_mapping[
+                    weights.untyped_storage()
+                ].data_ptr()
+            )
+            weights.add_(100)  # training goes on while the save is written
+            assert manager.wait() is not None
+    monkeypatch.undo()
+    assert staged[0] == staged[1]  # the second save copied into the first one's memory
+    for step, first in ((1, 0.0), (2, 1.0), (3, 102.0)):
+        path = tmp_path / fmt.checkpoint_name(step)
+        manifest = fmt.read_manifest(str(path))
+        assert any(name.endswith(".distcp") for name in manifest["files"])
+        assert fmt.verify_files(str(path), manifest) == []  # the hashes are of the bytes on disk
+        loaded = _Tensors({"w": torch.zeros_like(weights)})
+        load({"state": loaded}, checkpoint_id=str(path), process_group=one_rank_job.io)
+        assert loaded.tensors["w"][0].item() == first  # the state at save(), not later
+
+
+def test_sharded_restore_touches_no_state_before_the_shards_verify(
+    one_rank_job: Any, tmp_path: Path
+) -> None:
+    """The shard hashes are checked while DCP reads, but nothing is copied into the state
+    before they passed: a corrupt newest checkpoint leaves the state as the older one set it,
+    and with nothing valid left (fresh start allowed) the state stays as it was."""
+    from unbroken_ckpt import ShardedCheckpointManager
+
+    weights = torch.zeros(3 << 20)
+    objects = {"state": _Tensors({"w": weights})}
+    with ShardedCheckpointManager(one_rank_job, str(tmp_path), objects, keep=5) as manager:
+        for step in (1, 2):
+            weights.fill_(step)
+            assert manager.save(step, blocking=True) is not None
+
+    def corrupt(step: int) -> None:
+        shard = tmp_path / f"step-{step:06d}" / "__0_0.distcp"
+        data = bytearray(shard.read_bytes())
+        data[-4096] ^= 0xFF  # inside the last tensor's bytes
+        shard.write_bytes(bytes(data))
+
+    corrupt(2)
+    weights.fill_(-1)
+    with ShardedCheckpointManager(one_rank_job, str(tmp_path), objects, keep=5) as manager:
+        restored = manager.restore()
+    assert restored is not None and restored.step == 1
+    assert [name for name, _reason in restored.skipped] == ["step-000002"]
+    assert "rank 0: __0_0.distcp: crc32 mismatch" in restored.skipped[0][1]
+    assert torch.equal(weights, torch.ones_like(weights))  # step 1 exactly, nothing of step 2
+
+    corrupt(1)
+    weights.fill_(-1)
+    with ShardedCheckpointManager(
+        one_rank_job, str(tmp_path), objects, keep=5, allow_fresh_start=True
+    ) as manager:
+        assert manager.restore() is None
+    assert torch.equal(weights, torch.full_like(weights, -1.0))  # untouched
+    assert len(list(tmp_path.glob("quarantine-step-*"))) == 2
