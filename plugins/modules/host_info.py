@@ -73,8 +73,9 @@ options:
     default: []
   network:
     description:
-      - Report the host's network interfaces, the interface of its default route and the TCP
-        ports it listens on in RV(network) (read from C(/sys/class/net) and C(/proc/net)).
+      - Report the host's network interfaces and their addresses, the interface of its default
+        route, the TCP ports it listens on and the kernel's ephemeral port range in RV(network)
+        (read from C(/sys/class/net), C(/proc/net) and C(/proc/sys/net)).
     type: bool
     default: false
   images:
@@ -212,11 +213,15 @@ network:
   description:
     - C(interfaces), the names under C(/sys/class/net), sorted; C(default_interface), the
       interface of the IPv4 default route, or an empty string; C(listening_tcp), the TCP ports
-      in state LISTEN (IPv4 and IPv6), sorted. Empty values when O(network) is false.
+      in state LISTEN (IPv4 and IPv6), sorted; C(addresses), per interface that has any, its
+      IPv4 address and its global IPv6 addresses; C(local_port_range), the first and last
+      port of C(net.ipv4.ip_local_port_range), where a socket bound to port 0 listens (gloo's
+      and NCCL's connections). Empty values when O(network) is false.
   returned: always
   type: dict
   sample: {"interfaces": ["eth0", "ib0", "lo"], "default_interface": "eth0",
-           "listening_tcp": [22, 29400]}
+           "listening_tcp": [22, 29400], "addresses": {"eth0": ["10.0.1.11"], "lo": ["127.0.0.1"]},
+           "local_port_range": [32768, 60999]}
 images:
   description:
     - One entry per O(images) reference. C(present); C(id), the local image ID, or null;
@@ -242,13 +247,17 @@ commands:
   sample: {"tmux": {"rc": 0, "stdout": "250000\n", "stderr": "", "skipped": false}}
 """
 
+import fcntl
 import glob
 import grp
 import hashlib
+import ipaddress
 import os
 import pwd
 import re
+import socket
 import stat
+import struct
 import time
 from typing import Any, Dict, List, Optional
 
@@ -430,14 +439,50 @@ def read_network() -> Dict[str, Any]:
         for fields in _proc_rows(table):
             if len(fields) > 3 and fields[3] == "0A":  # TCP_LISTEN
                 ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-    return {"interfaces": interfaces, "default_interface": default, "listening_tcp": sorted(ports)}
+    return {
+        "interfaces": interfaces,
+        "default_interface": default,
+        "listening_tcp": sorted(ports),
+        "addresses": read_addresses(interfaces),
+        "local_port_range": read_local_port_range(),
+    }
 
 
-def _proc_rows(path: str) -> List[List[str]]:
-    """The rows of a /proc/net table, split on white space, without its header."""
+SIOCGIFADDR = 0x8915  # linux/sockios.h: an interface's (primary) IPv4 address
+
+
+def read_addresses(interfaces: List[str]) -> Dict[str, List[str]]:
+    """Each interface's IPv4 address (ioctl) and global IPv6 addresses (/proc/net/if_inet6)."""
+    found: Dict[str, List[str]] = {}
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        for name in interfaces:
+            try:
+                request = struct.pack("256s", name.encode()[:15])
+                reply = fcntl.ioctl(probe.fileno(), SIOCGIFADDR, request)
+            except OSError:  # no IPv4 address (or the interface went away)
+                continue
+            found.setdefault(name, []).append(socket.inet_ntoa(reply[20:24]))
+    # address, index, prefix length, scope (00 = global), flags, name
+    for fields in _proc_rows("/proc/net/if_inet6", header=False):
+        if len(fields) == 6 and fields[3] == "00":
+            address = str(ipaddress.IPv6Address(bytes.fromhex(fields[0])))
+            found.setdefault(fields[5], []).append(address)
+    return found
+
+
+def read_local_port_range() -> List[int]:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as handle:
+            return [int(value) for value in handle.read().split()[:2]]
+    except (OSError, ValueError):
+        return []
+
+
+def _proc_rows(path: str, header: bool = True) -> List[List[str]]:
+    """The rows of a /proc/net table, split on white space, without its header (if any)."""
     try:
         with open(path, encoding="ascii") as handle:
-            return [line.split() for line in handle.read().splitlines()[1:]]
+            return [line.split() for line in handle.read().splitlines()[int(header) :]]
     except OSError:
         return []
 
@@ -546,7 +591,13 @@ def main() -> None:
         network=(
             read_network()
             if params["network"]
-            else {"interfaces": [], "default_interface": "", "listening_tcp": []}
+            else {
+                "interfaces": [],
+                "default_interface": "",
+                "listening_tcp": [],
+                "addresses": {},
+                "local_port_range": [],
+            }
         ),
         images=read_images(module, params["docker_binary"], params["images"]),
         commands=run_commands(module, params["commands"]),

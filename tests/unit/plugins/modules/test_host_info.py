@@ -312,7 +312,20 @@ def test_network_lists_interfaces_and_a_port_this_test_listens_on() -> None:
     assert "lo" in network["interfaces"]
     assert port in network["listening_tcp"]
     assert network["default_interface"] in ["", *network["interfaces"]]
+    # The firewall opening of a multi-node job is built from these two.
+    assert "127.0.0.1" in network["addresses"]["lo"]
+    assert set(network["addresses"]) <= set(network["interfaces"])
+    low, high = network["local_port_range"]
+    with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as handle:
+        assert [low, high] == [int(x) for x in handle.read().split()]
+    assert 1024 <= low <= high <= 65535
     closed = run_module(host_info, {"network": True})["network"]
     assert port not in closed["listening_tcp"]
     off = run_module(host_info, {})["network"]
-    assert off == {"interfaces": [], "default_interface": "", "listening_tcp": []}
+    assert off == {
+        "interfaces": [],
+        "default_interface": "",
+        "listening_tcp": [],
+        "addresses": {},
+        "local_port_range": [],
+    }
