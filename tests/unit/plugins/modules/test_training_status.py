@@ -296,7 +296,14 @@ def test_module_reports_every_defined_job_in_check_mode(
     _define(config, job)
     two_nodes = ["gpu01", "gpu02"]  # a multi-node job's definition lists its hosts
     _define(
-        config, {**job, "name": "second", "unit": "unbroken-job-second.service", "nodes": two_nodes}
+        config,
+        {
+            **job,
+            "name": "second",
+            "unit": "unbroken-job-second.service",
+            "nodes": two_nodes,
+            "command": ["torchrun", "--nnodes", "1:2", "train.py"],
+        },
     )
     _write_status(job["status_file"], time.time())
     before = sorted(p.name for p in tmp_path.rglob("*"))
@@ -310,6 +317,8 @@ def test_module_reports_every_defined_job_in_check_mode(
     assert [j["name"] for j in result["jobs"]] == ["demo", "second"]
     assert result["jobs_by_name"]["demo"]["training"] is True
     assert [j["nodes"] for j in result["jobs"]] == [[], two_nodes]
+    # The fewest nodes it trains with, from torchrun's --nnodes MIN:MAX; none single-node.
+    assert [j["min_nodes"] for j in result["jobs"]] == [None, 1]
     assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written
 
 
