@@ -314,7 +314,9 @@ def multinode_row(
     ]
     # Too few nodes left for the job's minimum (all of them by default: fixed size): the
     # status a surviving node still shows is its last step's, not training.
-    needed = next((j["min_nodes"] for j in reports.values() if _is_number(j.get("min_nodes"))), None)
+    needed = next(
+        (j["min_nodes"] for j in reports.values() if _is_number(j.get("min_nodes"))), None
+    )
     waiting = 0 < len(gone) < len(nodes) and len(nodes) - len(gone) < (needed or len(nodes))
     if waiting:
         state = "waiting"

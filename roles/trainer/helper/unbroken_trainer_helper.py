@@ -439,9 +439,7 @@ def torchrun_workers(docker: str, container: str) -> List[int]:
     return [worker for agent in child_pids(int(init)) for worker in child_pids(agent)]
 
 
-def stop_workers_first(
-    job: Dict[str, Any], docker: str, main_pid: Optional[int]
-) -> Optional[bool]:
+def stop_workers_first(job: Dict[str, Any], docker: str, main_pid: Optional[int]) -> Optional[bool]:
     """Stop a multi-node job through its workers, so that every node ends cleanly.
 
     A SIGTERM to torchrun makes that agent exit 1 (the unit would end ``failed``) and leaves

@@ -610,9 +610,7 @@ def test_a_multi_node_job_says_which_node_its_surviving_nodes_wait_for() -> None
     assert _columns(elastic.splitlines()[1])[2] == "degraded"
     stopped = job(nodes=TWO_NODES, running=False, sub_state="dead", active_state="inactive")
     restarted = job(nodes=TWO_NODES, status_state="starting")
-    row = _columns(
-        report.training_table({"mn-1": [restarted], "mn-2": [stopped]}).splitlines()[1]
-    )
+    row = _columns(report.training_table({"mn-1": [restarted], "mn-2": [stopped]}).splitlines()[1])
     assert row[2] == "waiting"
     assert row[9].startswith("nodes up 1/2; waiting for mn-2 (stopped)"), row
     # Every node stopped (an operator's stop) is a stopped job, not one waiting for itself.

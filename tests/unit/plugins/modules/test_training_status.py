@@ -394,9 +394,7 @@ def test_multinode_stop_signals_the_workers_not_the_agent(
     helper = _load_helper()
     marker = tmp_path / "worker-signal"
     py = sys.executable
-    init = subprocess.Popen(
-        [py, "-c", _PARENT, py, "-c", _PARENT, py, "-c", _WORKER, str(marker)]
-    )
+    init = subprocess.Popen([py, "-c", _PARENT, py, "-c", _PARENT, py, "-c", _WORKER, str(marker)])
     calls: list[list[str]] = []
 
     def fake_run(argv: list[str], **_kwargs: Any) -> subprocess.CompletedProcess[str]:
