@@ -410,6 +410,39 @@ def job_spans(jobs_by_host: Any, play_hosts: Any = None) -> List[Dict[str, Any]]
     return list(spans.values())
 
 
+def report_jobs(jobs_by_host: Any) -> List[Dict[str, Any]]:
+    """The jobs report.yml draws, each once: ``{host, job, nodes}``, in host order.
+
+    A multi-node job's ranks train one model in lockstep, so it gets one set of curves, from
+    its first node that reported (the rendezvous host, unless ``-l`` left it out); ``nodes``
+    lists all its hosts. A single-node job is drawn per host, ``nodes`` empty.
+    """
+    if not isinstance(jobs_by_host, Mapping):
+        raise AnsibleFilterError(
+            "training_report_jobs expects a mapping of host name to a jobs list"
+        )
+    drawn: Dict[Tuple[str, Tuple[str, ...]], Dict[str, Any]] = {}
+    entries: List[Dict[str, Any]] = []
+    for host in sorted(jobs_by_host):
+        jobs = jobs_by_host[host] or []
+        if not isinstance(jobs, Sequence) or isinstance(jobs, str):
+            raise AnsibleFilterError(f"training_report_jobs: jobs of {host} must be a list")
+        for job in jobs:
+            nodes = _nodes(job)
+            if len(nodes) < 2:
+                entries.append({"host": host, "job": job, "nodes": []})
+                continue
+            key = (str(job.get("name")), nodes)
+            entry = drawn.get(key)
+            first = nodes.index(host) if host in nodes else len(nodes)
+            if entry is None:
+                drawn[key] = entry = {"host": host, "job": job, "nodes": list(nodes)}
+                entries.append(entry)
+            elif first < (nodes.index(entry["host"]) if entry["host"] in nodes else len(nodes)):
+                entry.update(host=host, job=job)
+    return entries
+
+
 def _format_table(rows: List[List[str]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     lines = []
@@ -867,4 +900,5 @@ class FilterModule:
             "training_svg_chart": training_svg_chart,
             "training_batch_size": batch_size_of,
             "training_job_spans": job_spans,
+            "training_report_jobs": report_jobs,
         }

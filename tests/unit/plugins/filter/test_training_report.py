@@ -377,6 +377,7 @@ def test_filter_module_exports_the_documented_filters() -> None:
         "training_svg_chart",
         "training_batch_size",
         "training_job_spans",
+        "training_report_jobs",
     }
     for name in names:
         assert (PLUGIN.parent / f"{name}.yml").is_file(), f"{name} has no documentation"
@@ -634,6 +635,25 @@ def test_a_multi_node_job_is_one_span_with_all_its_nodes_even_those_outside_the_
     both = report.job_spans({"mn-1": [mn], "mn-2": [mn]}, TWO_NODES)
     assert [(s["name"], s["outside"]) for s in both] == [("llm", [])]  # named once, acted once
     assert report.job_spans({"single": [job(name="other", nodes=[])]}) == []
+
+
+def test_the_report_draws_a_multi_node_job_once_from_its_first_node() -> None:
+    """report.yml: one set of curves per multi-node job, not one per node."""
+    first, second = job(nodes=TWO_NODES, step=10), job(nodes=TWO_NODES, step=9)
+    table = {"mn-2": [second, job(name="local")], "mn-1": [first], "single": [job(name="x")]}
+    drawn = report.report_jobs(table)
+    assert [(d["host"], d["job"]["name"], d["nodes"]) for d in drawn] == [
+        ("mn-1", "llm", TWO_NODES),
+        ("mn-2", "local", []),
+        ("single", "x", []),
+    ]
+    assert drawn[0]["job"] is first  # the rendezvous host's stream
+    # -l left the first node out: the job is still drawn once, from the node there is.
+    assert [(d["host"], d["nodes"]) for d in report.report_jobs({"mn-2": [second]})] == [
+        ("mn-2", TWO_NODES)
+    ]
+    with pytest.raises(AnsibleFilterError, match="mapping"):
+        report.report_jobs([first])
 
 
 def test_spans_refuse_a_job_whose_hosts_disagree_on_its_nodes() -> None:
