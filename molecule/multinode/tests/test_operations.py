@@ -123,10 +123,12 @@ def test_10_node_gone_for_good_the_other_waits_and_the_status_names_it() -> None
     subprocess.run(["docker", "kill", NODES[1]], check=True, timeout=120)
     step_before = last_step()
     try:
+        seen: list[str] = []
 
         def says_waiting() -> str | None:
             # Limited to the survivor: node 2 is read by delegation and does not answer.
             run = playbook("playbooks/status.yml", "-l", NODES[0], "-e", "unbroken_jobs=" + NAME)
+            seen[:] = [run.stdout]
             text = " ".join(run.stdout.split())
             if job_rows(run.stdout) == [(JOINED, "waiting")] and (
                 f"waiting for {NODES[1]} (not reporting)" in text
@@ -134,7 +136,11 @@ def test_10_node_gone_for_good_the_other_waits_and_the_status_names_it() -> None
                 return run.stdout
             return None
 
-        output = wait_for("the status to name the node it waits for", says_waiting, 180, 5)
+        try:
+            output = wait_for("the status to name the node it waits for", says_waiting, 180, 5)
+        except AssertionError:
+            print("LAST STATUS OUTPUT\n" + "".join(seen)[-5000:], flush=True)
+            raise
         waiting_seen = time.time() - fault_at
         assert "nodes up 1/2" in output, output[-3000:]
         # The survivor really waits: its unit is not given up, and it takes no step.
