@@ -304,6 +304,22 @@ def multinode_row(
     state = urgent[0] if urgent else (next(iter(states.values())) if states else "unknown")
     if len(up) < len(nodes) and state == "training":
         state = "degraded"
+    # Nodes that are gone: not reporting, or their unit stopped or failed (not about to
+    # restart). A fixed-size job cannot train without them: the nodes that are up wait for
+    # them (in a rendezvous round, or killed and restarted by the watchdog while they wait).
+    gone = [
+        host
+        for host in nodes
+        if host not in reports or (host not in up and states[host] in ("stopped", "failed"))
+    ]
+    # Too few nodes left for the job's minimum (all of them by default: fixed size): the
+    # status a surviving node still shows is its last step's, not training.
+    needed = next(
+        (j["min_nodes"] for j in reports.values() if _is_number(j.get("min_nodes"))), None
+    )
+    waiting = 0 < len(gone) < len(nodes) and len(nodes) - len(gone) < (needed or len(nodes))
+    if waiting:
+        state = "waiting"
     steps: List[Any] = [job.get("step") for job in reports.values()]
     step = min((s for s in steps if isinstance(s, int) and not isinstance(s, bool)), default=None)
     totals: List[Any] = [job.get("total_steps") for job in reports.values()]
@@ -326,6 +342,14 @@ def multinode_row(
     restarts: List[Any] = [job.get("restarts") for job in reports.values()]
     runs: List[Any] = [job.get("runs") for job in reports.values()]
     notes = [f"nodes up {len(up)}/{len(nodes)}"]
+    if waiting:
+        notes.append(
+            "waiting for "
+            + ", ".join(
+                f"{host} ({'not reporting' if host not in reports else states[host]})"
+                for host in gone
+            )
+        )
     missing = [host for host in nodes if host not in reports]
     if missing:
         notes.append("not reporting: " + ", ".join(missing))
@@ -345,6 +369,78 @@ def multinode_row(
         _number(max((r for r in runs if _is_number(r)), default=None), "{:d}"),
         "; ".join(notes),
     ]
+
+
+def job_spans(jobs_by_host: Any, play_hosts: Any = None) -> List[Dict[str, Any]]:
+    """The multi-node jobs among {host: training_status jobs}, each once with all its nodes.
+
+    An operator playbook acts on such a job once, on every node, whichever of its hosts the
+    play targets (``-l`` may name only one). ``outside`` lists the nodes that are not in
+    ``play_hosts``: the playbook reaches them by delegation.
+    """
+    if not isinstance(jobs_by_host, Mapping):
+        raise AnsibleFilterError("training_job_spans expects a mapping of host name to a jobs list")
+    in_play = set(jobs_by_host if play_hosts is None else [str(h) for h in play_hosts])
+    spans: Dict[Tuple[str, Tuple[str, ...]], Dict[str, Any]] = {}
+    for host in sorted(jobs_by_host):
+        jobs = jobs_by_host[host] or []
+        if not isinstance(jobs, Sequence) or isinstance(jobs, str):
+            raise AnsibleFilterError(f"training_job_spans: jobs of {host} must be a list")
+        for job in jobs:
+            nodes = _nodes(job) if isinstance(job, Mapping) else ()
+            if len(nodes) < 2:
+                continue
+            key = (str(job.get("name")), nodes)
+            spans.setdefault(
+                key,
+                {
+                    "name": key[0],
+                    "unit": job.get("unit"),
+                    "nodes": list(nodes),
+                    "outside": [n for n in nodes if n not in in_play],
+                },
+            )
+    names = [span["name"] for span in spans.values()]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise AnsibleFilterError(
+            "the hosts define the multi-node job(s) {} with different nodes; converge them "
+            "first (site.yml)".format(", ".join(twice))
+        )
+    return list(spans.values())
+
+
+def report_jobs(jobs_by_host: Any) -> List[Dict[str, Any]]:
+    """The jobs report.yml draws, each once: ``{host, job, nodes}``, in host order.
+
+    A multi-node job's ranks train one model in lockstep, so it gets one set of curves, from
+    its first node that reported (the rendezvous host, unless ``-l`` left it out); ``nodes``
+    lists all its hosts. A single-node job is drawn per host, ``nodes`` empty.
+    """
+    if not isinstance(jobs_by_host, Mapping):
+        raise AnsibleFilterError(
+            "training_report_jobs expects a mapping of host name to a jobs list"
+        )
+    drawn: Dict[Tuple[str, Tuple[str, ...]], Dict[str, Any]] = {}
+    entries: List[Dict[str, Any]] = []
+    for host in sorted(jobs_by_host):
+        jobs = jobs_by_host[host] or []
+        if not isinstance(jobs, Sequence) or isinstance(jobs, str):
+            raise AnsibleFilterError(f"training_report_jobs: jobs of {host} must be a list")
+        for job in jobs:
+            nodes = _nodes(job)
+            if len(nodes) < 2:
+                entries.append({"host": host, "job": job, "nodes": []})
+                continue
+            key = (str(job.get("name")), nodes)
+            entry = drawn.get(key)
+            first = nodes.index(host) if host in nodes else len(nodes)
+            if entry is None:
+                drawn[key] = entry = {"host": host, "job": job, "nodes": list(nodes)}
+                entries.append(entry)
+            elif first < (nodes.index(entry["host"]) if entry["host"] in nodes else len(nodes)):
+                entry.update(host=host, job=job)
+    return entries
 
 
 def _format_table(rows: List[List[str]]) -> str:
@@ -803,4 +899,6 @@ class FilterModule:
             "training_metrics_curves": metrics_curves,
             "training_svg_chart": training_svg_chart,
             "training_batch_size": batch_size_of,
+            "training_job_spans": job_spans,
+            "training_report_jobs": report_jobs,
         }

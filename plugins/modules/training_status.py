@@ -122,6 +122,13 @@ jobs:
       type: list
       elements: str
       returned: always
+    min_nodes:
+      description: >-
+        The fewest nodes a multi-node job trains with (torchrun's C(--nnodes) in its command:
+        C(N) or C(MIN:MAX)); with fewer nodes up, the others wait for the missing ones.
+        Null for a single-node job.
+      type: int
+      returned: always
     active_state:
       description: systemd ActiveState (active, activating, failed, ...).
       type: str
@@ -410,6 +417,14 @@ def newest_checkpoint(directory: str, now: float) -> Optional[Dict[str, Any]]:
     }
 
 
+def min_nodes(job: Dict[str, Any]) -> Optional[int]:
+    """The lower bound of ``--nnodes`` in a multi-node job's torchrun command."""
+    command = [str(a) for a in job.get("command") or []]
+    if len(job.get("nodes") or []) < 2 or "--nnodes" not in command[:-1]:
+        return None
+    return to_int(command[command.index("--nnodes") + 1].partition(":")[0])
+
+
 def job_report(
     job: Dict[str, Any],
     run: Runner,
@@ -439,6 +454,7 @@ def job_report(
         "nodes": [n for n in job.get("nodes") or [] if isinstance(n, str)],
         "log_file": job.get("log_file"),
         "command": [str(arg) for arg in job.get("command") or []],
+        "min_nodes": min_nodes(job),
         "load_state": props.get("LoadState"),
         "active_state": active,
         "sub_state": sub,

@@ -400,19 +400,88 @@ def log_to_job_journal(job: Dict[str, Any], message: str, priority: int = 4) -> 
         sock.sendto(datagram.encode("utf-8"), JOURNAL_SOCKET)
 
 
+def child_pids(pid: int) -> List[int]:
+    """The direct children of ``pid`` (all its threads'), from /proc."""
+    children: List[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return children
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as handle:
+                children.extend(int(c) for c in handle.read().split())
+        except (OSError, ValueError):
+            continue
+    return sorted(set(children))
+
+
+def torchrun_workers(docker: str, container: str) -> List[int]:
+    """Host PIDs of the worker processes of a multi-node job's container.
+
+    The container runs docker's init (``--init``), whose child is the torchrun agent, whose
+    children are the workers: the init's grandchildren. Empty when the container is not
+    running or the agent has no workers (it waits in a rendezvous).
+    """
+    result = subprocess.run(
+        [docker, "inspect", "--format", "{{.State.Pid}}", container],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    init = result.stdout.strip()
+    if result.returncode != 0 or not init.isdigit() or int(init) <= 0:
+        return []
+    return [worker for agent in child_pids(int(init)) for worker in child_pids(agent)]
+
+
+def stop_workers_first(job: Dict[str, Any], docker: str, main_pid: Optional[int]) -> Optional[bool]:
+    """Stop a multi-node job through its workers, so that every node ends cleanly.
+
+    A SIGTERM to torchrun makes that agent exit 1 (the unit would end ``failed``) and leaves
+    the other nodes' agents waiting out torch's exit barrier (300 s). SIGTERM to the workers
+    instead: the ranks agree on the stop at the next step (the trainer's ``agree_stop``),
+    checkpoint that one step and exit 0; every node's agent sees its group succeed, meets
+    the others at the exit barrier and exits 0. True when the main process exited within
+    the job's stop timeout, False when it did not; None when there was nothing to signal
+    (a single-node job, or an agent without workers): ``docker stop`` then.
+    """
+    if main_pid is None or len(job.get("nodes") or []) < 2:
+        return None
+    workers = torchrun_workers(docker, job["container"])
+    if not workers:
+        return None
+    print(
+        "stopping job {}: SIGTERM to its workers {} (all nodes' ranks stop at one step), "
+        "docker stop after {}s".format(
+            job["name"], ",".join(map(str, workers)), job["stop_timeout"]
+        ),
+        flush=True,
+    )
+    for worker in workers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker, signal.SIGTERM)
+    return wait_for_exit(main_pid, float(job["stop_timeout"]))
+
+
 def stop_job(job: Dict[str, Any]) -> None:
     docker = docker_binary()
-    argv = [docker, "stop", "--time", str(job["stop_timeout"]), job["container"]]
+    main_pid = os.environ.get("MAINPID", "")
+    workers_stopped = stop_workers_first(job, docker, int(main_pid) if main_pid.isdigit() else None)
+    if workers_stopped:
+        return
+    # After a workers-first stop that ran out of time, the budget is spent: kill soon.
+    timeout = job["stop_timeout"] if workers_stopped is None else 1
+    argv = [docker, "stop", "--time", str(timeout), job["container"]]
     print(
         "stopping job {}: SIGTERM, trainer budget {}s, SIGKILL after {}s".format(
-            job["name"], job["stop_budget"], job["stop_timeout"]
+            job["name"], job["stop_budget"], timeout
         ),
         flush=True,
     )
     result = subprocess.run(argv, capture_output=True, text=True, check=False)
     if result.returncode != 0 and "No such container" not in result.stderr:
         raise HelperError("docker stop failed: " + result.stderr.strip())
-    main_pid = os.environ.get("MAINPID", "")
     if main_pid.isdigit():
         wait_for_exit(int(main_pid), MAIN_EXIT_WAIT)
 

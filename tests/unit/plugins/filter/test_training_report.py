@@ -376,6 +376,8 @@ def test_filter_module_exports_the_documented_filters() -> None:
         "training_metrics_curves",
         "training_svg_chart",
         "training_batch_size",
+        "training_job_spans",
+        "training_report_jobs",
     }
     for name in names:
         assert (PLUGIN.parent / f"{name}.yml").is_file(), f"{name} has no documentation"
@@ -587,10 +589,79 @@ def test_a_multi_node_job_names_the_node_that_is_down_or_silent() -> None:
     assert row[2] == "restarting" and row[5] == "-"  # no rate while a node is down
     assert row[9].startswith("nodes up 1/2; mn-2 restarting")
 
-    silent = report.training_table({"mn-1": [job(nodes=TWO_NODES)]}).splitlines()
+    # Elastic (min_nodes 1): the node that reports trains on; a fixed-size job would wait.
+    silent = report.training_table({"mn-1": [job(nodes=TWO_NODES, min_nodes=1)]}).splitlines()
     row = _columns(silent[1])
     assert row[2] == "degraded"
     assert "nodes up 1/2; not reporting: mn-2" in " ".join(silent[1:])
+
+
+def test_a_multi_node_job_says_which_node_its_surviving_nodes_wait_for() -> None:
+    """Fault 4: a node gone for good; the others wait (fixed size) and the row names it."""
+    # Its last step's status still says training: a fixed-size job cannot be, one node short.
+    survivor = job(nodes=TWO_NODES, min_nodes=2)
+    lines = report.training_table({"mn-1": [survivor]}).splitlines()
+    row = _columns(lines[1])
+    assert row[2] == "waiting" and row[5] == "-"
+    assert row[9].startswith("nodes up 1/2; waiting for mn-2 (not reporting)"), row
+    hung = job(nodes=TWO_NODES, min_nodes=2, hung=True, heartbeat_age=90)
+    assert _columns(report.training_table({"mn-1": [hung]}).splitlines()[1])[2] == "waiting"
+    # Elastic (min_nodes 1): the survivor trains on alone.
+    elastic = report.training_table({"mn-1": [job(nodes=TWO_NODES, min_nodes=1)]})
+    assert _columns(elastic.splitlines()[1])[2] == "degraded"
+    stopped = job(nodes=TWO_NODES, running=False, sub_state="dead", active_state="inactive")
+    restarted = job(nodes=TWO_NODES, status_state="starting")
+    row = _columns(report.training_table({"mn-1": [restarted], "mn-2": [stopped]}).splitlines()[1])
+    assert row[2] == "waiting"
+    assert row[9].startswith("nodes up 1/2; waiting for mn-2 (stopped)"), row
+    # Every node stopped (an operator's stop) is a stopped job, not one waiting for itself.
+    both = report.training_table({"mn-1": [stopped], "mn-2": [stopped]}).splitlines()
+    assert _columns(both[1])[2] == "stopped"
+
+
+def test_a_multi_node_job_is_one_span_with_all_its_nodes_even_those_outside_the_play() -> None:
+    """The operator playbooks act once per multi-node job, on every node, whatever -l says."""
+    mn = job(nodes=TWO_NODES, unit="unbroken-job-llm.service")
+    table = {"mn-2": [mn, job(name="local")], "single": [job(name="other")]}
+    spans = report.job_spans(table, ["mn-2", "single"])
+    assert spans == [
+        {
+            "name": "llm",
+            "unit": "unbroken-job-llm.service",
+            "nodes": TWO_NODES,
+            "outside": ["mn-1"],
+        }
+    ]
+    both = report.job_spans({"mn-1": [mn], "mn-2": [mn]}, TWO_NODES)
+    assert [(s["name"], s["outside"]) for s in both] == [("llm", [])]  # named once, acted once
+    assert report.job_spans({"single": [job(name="other", nodes=[])]}) == []
+
+
+def test_the_report_draws_a_multi_node_job_once_from_its_first_node() -> None:
+    """report.yml: one set of curves per multi-node job, not one per node."""
+    first, second = job(nodes=TWO_NODES, step=10), job(nodes=TWO_NODES, step=9)
+    table = {"mn-2": [second, job(name="local")], "mn-1": [first], "single": [job(name="x")]}
+    drawn = report.report_jobs(table)
+    assert [(d["host"], d["job"]["name"], d["nodes"]) for d in drawn] == [
+        ("mn-1", "llm", TWO_NODES),
+        ("mn-2", "local", []),
+        ("single", "x", []),
+    ]
+    assert drawn[0]["job"] is first  # the rendezvous host's stream
+    # -l left the first node out: the job is still drawn once, from the node there is.
+    assert [(d["host"], d["nodes"]) for d in report.report_jobs({"mn-2": [second]})] == [
+        ("mn-2", TWO_NODES)
+    ]
+    with pytest.raises(AnsibleFilterError, match="mapping"):
+        report.report_jobs([first])
+
+
+def test_spans_refuse_a_job_whose_hosts_disagree_on_its_nodes() -> None:
+    moved = {"mn-1": [job(nodes=TWO_NODES)], "mn-2": [job(nodes=["mn-2", "mn-3"])]}
+    with pytest.raises(AnsibleFilterError, match="llm with different nodes"):
+        report.job_spans(moved)
+    with pytest.raises(AnsibleFilterError, match="mapping"):
+        report.job_spans([job()])
 
 
 def test_restart_labels_of_a_crash_loop_never_overlap() -> None:

@@ -299,7 +299,14 @@ def test_module_reports_every_defined_job_in_check_mode(
     _define(config, job)
     two_nodes = ["gpu01", "gpu02"]  # a multi-node job's definition lists its hosts
     _define(
-        config, {**job, "name": "second", "unit": "unbroken-job-second.service", "nodes": two_nodes}
+        config,
+        {
+            **job,
+            "name": "second",
+            "unit": "unbroken-job-second.service",
+            "nodes": two_nodes,
+            "command": ["torchrun", "--nnodes", "1:2", "train.py"],
+        },
     )
     _write_status(job["status_file"], time.time())
     before = sorted(p.name for p in tmp_path.rglob("*"))
@@ -316,6 +323,8 @@ def test_module_reports_every_defined_job_in_check_mode(
     assert result["jobs_by_name"]["demo"]["log_file"] == job["log_file"]
     assert result["jobs_by_name"]["demo"]["command"][-2:] == ["--batch-size", "64"]
     assert [j["nodes"] for j in result["jobs"]] == [[], two_nodes]
+    # The fewest nodes it trains with, from torchrun's --nnodes MIN:MAX; none single-node.
+    assert [j["min_nodes"] for j in result["jobs"]] == [None, 1]
     assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written
 
 
@@ -370,6 +379,73 @@ def test_stop_gives_up_waiting_for_a_main_process_that_does_not_exit() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+_WORKER = """
+import pathlib, signal, sys, time
+def stop(*_args):
+    pathlib.Path(sys.argv[1]).write_text("SIGTERM")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+pathlib.Path(sys.argv[1]).write_text("ready")
+time.sleep(60)
+"""
+# docker's init -> the torchrun agent -> its worker, each exiting with its child's code.
+_PARENT = "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))"
+
+
+def test_multinode_stop_signals_the_workers_not_the_agent(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A multi-node job stops through its workers: the agents exit 0, no docker stop."""
+    helper = _load_helper()
+    marker = tmp_path / "worker-signal"
+    py = sys.executable
+    init = subprocess.Popen([py, "-c", _PARENT, py, "-c", _PARENT, py, "-c", _WORKER, str(marker)])
+    calls: list[list[str]] = []
+
+    def fake_run(argv: list[str], **_kwargs: Any) -> subprocess.CompletedProcess[str]:
+        calls.append(argv)
+        return subprocess.CompletedProcess(argv, 0, f"{init.pid}\n", "")
+
+    try:
+        deadline = time.monotonic() + 30
+        while not marker.exists():  # its handler is installed
+            assert time.monotonic() < deadline, "the worker never started"
+            time.sleep(0.05)
+        monkeypatch.setattr(helper, "docker_binary", lambda: "docker")
+        monkeypatch.setattr(helper.subprocess, "run", fake_run)
+        monkeypatch.setenv("MAINPID", str(init.pid))
+        job = {"name": "mn", "container": "mn", "stop_budget": 5, "stop_timeout": 15}
+        helper.stop_job({**job, "nodes": ["node1", "node2"]})
+        assert init.wait(5) == 0  # the agent saw its worker exit 0, and so did the init
+        assert marker.read_text() == "SIGTERM"
+        assert [argv[1] for argv in calls] == ["inspect"], calls  # never docker stop
+    finally:
+        init.kill()
+        init.wait()
+
+
+def test_single_node_stop_and_a_multinode_job_without_workers_use_docker_stop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    helper = _load_helper()
+    calls: list[list[str]] = []
+
+    def fake_run(argv: list[str], **_kwargs: Any) -> subprocess.CompletedProcess[str]:
+        calls.append(argv)
+        # No running container: nothing to find in /proc.
+        return subprocess.CompletedProcess(argv, 0, "0\n" if argv[1] == "inspect" else "", "")
+
+    monkeypatch.setattr(helper, "docker_binary", lambda: "docker")
+    monkeypatch.setattr(helper.subprocess, "run", fake_run)
+    monkeypatch.delenv("MAINPID", raising=False)
+    job = {"name": "mn", "container": "mn", "stop_budget": 5, "stop_timeout": 15}
+    helper.stop_job(job)
+    monkeypatch.setenv("MAINPID", "999999999")
+    helper.stop_job({**job, "nodes": ["node1", "node2"]})
+    stops = [argv for argv in calls if argv[1] == "stop"]
+    assert stops == [["docker", "stop", "--time", "15", "mn"]] * 2, calls
 
 
 # -- why a job (re)started, how its run ended, waiting without a retry loop -------------
