@@ -294,7 +294,11 @@ INVALID = {
     "duplicate_names": "trainer_jobs has duplicate names (demo)",
     "hang_timeout_below_two_watchdog_checks": "at least twice trainer_watchdog_interval",
     "image_not_on_host": "image unbroken-test/not-here:1 is not on this host",
-    "nftables_chain_with_a_second_command": 'trainer_nftables_chain is \\"inet filter input; flush',
+    "nftables_chain_with_a_second_command": (
+        "trainer_nftables_chain is",
+        "inet filter input; flush ruleset",
+        "becomes part of nft commands",
+    ),
     "two_bad_values": ("is not understood", "image unbroken-test/not-here:1 is not on this host"),
 }
 
