@@ -14,7 +14,7 @@ import math
 import re
 import textwrap
 import time
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from ansible.errors import AnsibleFilterError
 
@@ -250,14 +250,9 @@ def training_table(jobs_by_host: Mapping[str, Any], detail: bool = False) -> str
     unless ``detail`` is true: see ``multinode_row``. A long NOTE continues on the next
     lines, under the NOTE column.
     """
-    if not isinstance(jobs_by_host, Mapping):
-        raise AnsibleFilterError("training_table expects a mapping of host name to a jobs list")
     rows: List[List[str]] = []
     spans: Dict[Tuple[str, Tuple[str, ...]], Dict[str, Mapping[str, Any]]] = {}
-    for host in sorted(jobs_by_host):
-        jobs = jobs_by_host[host] or []
-        if not isinstance(jobs, Sequence) or isinstance(jobs, str):
-            raise AnsibleFilterError(f"training_table: jobs of {host} must be a list")
+    for host, jobs in _jobs_per_host(jobs_by_host, "training_table"):
         if not jobs:
             rows.append([host, "-", "no jobs", "-", "-", "-", "-", "-", "-", ""])
         for job in jobs:
@@ -265,7 +260,7 @@ def training_table(jobs_by_host: Mapping[str, Any], detail: bool = False) -> str
             if detail or len(nodes) < 2:
                 rows.append(table_row(host, job))
                 continue
-            key = (str(job.get("name", "?")), nodes)
+            key = (str(job.get("name", "?")), nodes)  # one job: its name and its nodes
             if key not in spans:
                 spans[key] = {}
                 rows.append([])  # the job's row, filled in below where its first node sorts
@@ -273,6 +268,17 @@ def training_table(jobs_by_host: Mapping[str, Any], detail: bool = False) -> str
     spans_left = iter(spans.items())
     rows = [row or multinode_row(*next(spans_left)) for row in rows]
     return _format_table([list(TABLE_COLUMNS), *rows])
+
+
+def _jobs_per_host(jobs_by_host: Any, filter_name: str) -> Iterator[Tuple[str, Sequence[Any]]]:
+    """(host, its training_status jobs) in host order, from {host: jobs list}, checked."""
+    if not isinstance(jobs_by_host, Mapping):
+        raise AnsibleFilterError(f"{filter_name} expects a mapping of host name to a jobs list")
+    for host in sorted(jobs_by_host):
+        jobs = jobs_by_host[host] or []
+        if not isinstance(jobs, Sequence) or isinstance(jobs, str):
+            raise AnsibleFilterError(f"{filter_name}: jobs of {host} must be a list")
+        yield host, jobs
 
 
 def _nodes(job: Mapping[str, Any]) -> Tuple[str, ...]:
@@ -378,14 +384,10 @@ def job_spans(jobs_by_host: Any, play_hosts: Any = None) -> List[Dict[str, Any]]
     play targets (``-l`` may name only one). ``outside`` lists the nodes that are not in
     ``play_hosts``: the playbook reaches them by delegation.
     """
-    if not isinstance(jobs_by_host, Mapping):
-        raise AnsibleFilterError("training_job_spans expects a mapping of host name to a jobs list")
+    per_host = list(_jobs_per_host(jobs_by_host, "training_job_spans"))
     in_play = set(jobs_by_host if play_hosts is None else [str(h) for h in play_hosts])
     spans: Dict[Tuple[str, Tuple[str, ...]], Dict[str, Any]] = {}
-    for host in sorted(jobs_by_host):
-        jobs = jobs_by_host[host] or []
-        if not isinstance(jobs, Sequence) or isinstance(jobs, str):
-            raise AnsibleFilterError(f"training_job_spans: jobs of {host} must be a list")
+    for _host, jobs in per_host:
         for job in jobs:
             nodes = _nodes(job) if isinstance(job, Mapping) else ()
             if len(nodes) < 2:
@@ -417,16 +419,9 @@ def report_jobs(jobs_by_host: Any) -> List[Dict[str, Any]]:
     its first node that reported (the rendezvous host, unless ``-l`` left it out); ``nodes``
     lists all its hosts. A single-node job is drawn per host, ``nodes`` empty.
     """
-    if not isinstance(jobs_by_host, Mapping):
-        raise AnsibleFilterError(
-            "training_report_jobs expects a mapping of host name to a jobs list"
-        )
     drawn: Dict[Tuple[str, Tuple[str, ...]], Dict[str, Any]] = {}
     entries: List[Dict[str, Any]] = []
-    for host in sorted(jobs_by_host):
-        jobs = jobs_by_host[host] or []
-        if not isinstance(jobs, Sequence) or isinstance(jobs, str):
-            raise AnsibleFilterError(f"training_report_jobs: jobs of {host} must be a list")
+    for host, jobs in _jobs_per_host(jobs_by_host, "training_report_jobs"):
         for job in jobs:
             nodes = _nodes(job)
             if len(nodes) < 2:
