@@ -324,8 +324,12 @@ def multinode_row(
         (j["min_nodes"] for j in reports.values() if _is_number(j.get("min_nodes"))), None
     )
     waiting = 0 < len(gone) < len(nodes) and len(nodes) - len(gone) < (needed or len(nodes))
+    # A node whose unit failed was given up by systemd (the crash-loop limit, or an exit it
+    # does not restart) and will not come back by itself: the job has failed, however
+    # patiently the other nodes wait for it. A node not reporting may still come back.
+    gave_up = [host for host in gone if host in reports and states[host] == "failed"]
     if waiting:
-        state = "waiting"
+        state = "failed" if gave_up else "waiting"
     steps: List[Any] = [job.get("step") for job in reports.values()]
     step = min((s for s in steps if isinstance(s, int) and not isinstance(s, bool)), default=None)
     totals: List[Any] = [job.get("total_steps") for job in reports.values()]

@@ -614,6 +614,19 @@ def test_a_multi_node_job_says_which_node_its_surviving_nodes_wait_for() -> None
     row = _columns(report.training_table({"mn-1": [restarted], "mn-2": [stopped]}).splitlines()[1])
     assert row[2] == "waiting"
     assert row[9].startswith("nodes up 1/2; waiting for mn-2 (stopped)"), row
+    # A node that systemd gave up on (the crash-loop limit) does not come back by itself:
+    # the job has failed, the crash loop of one node ends the job, and the row names it.
+    gave_up = job(
+        nodes=TWO_NODES,
+        running=False,
+        sub_state="failed",
+        active_state="failed",
+        failure_reason="crash loop: 5 restarts within 3600 s",
+    )
+    row = _columns(report.training_table({"mn-1": [survivor], "mn-2": [gave_up]}).splitlines()[1])
+    assert row[2] == "failed" and row[5] == "-", row
+    expected = "nodes up 1/2; waiting for mn-2 (failed); mn-2 failed: crash loop"
+    assert row[9].startswith(expected), row
     # Every node stopped (an operator's stop) is a stopped job, not one waiting for itself.
     both = report.training_table({"mn-1": [stopped], "mn-2": [stopped]}).splitlines()
     assert _columns(both[1])[2] == "stopped"
