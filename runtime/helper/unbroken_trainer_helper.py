@@ -71,7 +71,6 @@ from training_job_files import (  # noqa: E402
     JobDefinitionError,
     job_names,
     read_job,
-    read_record,
     state_path,
 )
 from training_status_file import (  # noqa: E402
@@ -332,7 +331,7 @@ def record_start(job: Dict[str, Any]) -> None:
         automatic,
         time.time(),
         boot,
-        read_record(job, WATCHDOG_FILE),
+        read_json(state_path(job, WATCHDOG_FILE)),
     )
     start = record["last_start"]
     print(
@@ -716,8 +715,8 @@ def job_metrics(
     if props is None:
         props = systemctl_show(job["unit"], ["ActiveState", "SubState", "NRestarts"])
     status = read_status(job["status_file"]) or {}
-    runs = read_record(job, RUNS_FILE) or {}
-    record = read_record(job, WATCHDOG_FILE) or {}
+    runs = read_json(state_path(job, RUNS_FILE)) or {}
+    record = read_json(state_path(job, WATCHDOG_FILE)) or {}
     # A user's own script may write only the metrics stream: its newest record fills in.
     latest = metrics.latest_record(job["checkpoint_dir"]) or {}
     row: Dict[str, Any] = {"name": job["name"]}

@@ -508,7 +508,7 @@ def test_the_helpers_records_carry_only_the_keys_the_format_file_documents(
     helper.post_stop(
         job, {"SERVICE_RESULT": "exit-code", "EXIT_CODE": "exited", "EXIT_STATUS": "1"}
     )
-    runs = jf.read_record(job, jf.RUNS_FILE) or {}
+    runs = json.loads(Path(jf.state_path(job, jf.RUNS_FILE)).read_text())
     assert set(runs) <= set(jf.RUNS_KEYS) and "last_end" in runs
     assert runs["last_start"]["cause"] in jf.START_CAUSES
     assert jf.run_history(runs) == runs["history"] and len(runs["history"]) == 2
