@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -441,11 +442,61 @@ def test_single_node_stop_and_a_multinode_job_without_workers_use_docker_stop(
     monkeypatch.setattr(helper.subprocess, "run", fake_run)
     monkeypatch.delenv("MAINPID", raising=False)
     job = {"name": "mn", "container": "mn", "stop_budget": 5, "stop_timeout": 15}
+    nothing = helper.WorkersStop.NOTHING_TO_SIGNAL
+    two_nodes = {**job, "nodes": ["node1", "node2"]}
+    assert helper.stop_workers_first(job, "docker", 999999999) is nothing
+    assert helper.stop_workers_first(two_nodes, "docker", None) is nothing
     helper.stop_job(job)
     monkeypatch.setenv("MAINPID", "999999999")
     helper.stop_job({**job, "nodes": ["node1", "node2"]})
     stops = [argv for argv in calls if argv[1] == "stop"]
     assert stops == [["docker", "stop", "--time", "15", "mn"]] * 2, calls
+
+
+_DEAF_WORKER = """
+import pathlib, signal, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+pathlib.Path(sys.argv[1]).write_text("ready")
+time.sleep(60)
+"""
+
+
+def test_a_multinode_stop_that_runs_out_of_time_leaves_docker_stop_one_second(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Workers that ignore SIGTERM spend the stop timeout: docker stop then kills soon."""
+    helper = _load_helper()
+    marker = tmp_path / "worker-ready"
+    py = sys.executable
+    init = subprocess.Popen(
+        [py, "-c", _PARENT, py, "-c", _PARENT, py, "-c", _DEAF_WORKER, str(marker)],
+        start_new_session=True,  # one process group: the cleanup reaches the deaf worker
+    )
+    calls: list[list[str]] = []
+
+    def fake_run(argv: list[str], **_kwargs: Any) -> subprocess.CompletedProcess[str]:
+        calls.append(argv)
+        return subprocess.CompletedProcess(argv, 0, f"{init.pid}\n", "")
+
+    try:
+        deadline = time.monotonic() + 30
+        while not marker.exists():
+            assert time.monotonic() < deadline, "the worker never started"
+            time.sleep(0.05)
+        monkeypatch.setattr(helper, "docker_binary", lambda: "docker")
+        monkeypatch.setattr(helper.subprocess, "run", fake_run)
+        monkeypatch.setattr(helper, "MAIN_EXIT_WAIT", 0.1)
+        monkeypatch.setenv("MAINPID", str(init.pid))
+        job = {"name": "mn", "container": "mn", "stop_budget": 5, "stop_timeout": 0.3}
+        job["nodes"] = ["node1", "node2"]
+        assert helper.stop_workers_first(job, "docker", init.pid) is helper.WorkersStop.TIMED_OUT
+        calls.clear()
+        helper.stop_job(job)
+        stops = [argv for argv in calls if argv[1] == "stop"]
+        assert stops == [["docker", "stop", "--time", "1", "mn"]], calls
+    finally:
+        os.killpg(init.pid, signal.SIGKILL)
+        init.wait()
 
 
 # -- why a job (re)started, how its run ended, waiting without a retry loop -------------
