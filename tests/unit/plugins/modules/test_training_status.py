@@ -547,9 +547,13 @@ def test_runs_count_every_start_but_restarts_only_the_ones_nobody_asked_for() ->
 
 
 def test_the_helpers_records_carry_only_the_keys_the_format_file_documents(
-    job: dict[str, Any],
+    job: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """runs.json, failure.json and watchdog.json: training_job_files lists their keys."""
+    """runs.json, failure.json and watchdog.json: training_job_files lists their keys.
+
+    watchdog.json is written by the helper's own watchdog run (systemctl and docker are
+    the stand-ins in tests/unit/standin), so a key it starts writing is caught here.
+    """
     from ansible_collections.unbroken.training.plugins.module_utils import (
         training_job_files as jf,
     )
@@ -568,10 +572,25 @@ def test_the_helpers_records_carry_only_the_keys_the_format_file_documents(
     failure = helper.failure_reason({**job, "restart_limit_burst": 3}, props, [])
     assert set(failure) == set(jf.FAILURE_KEYS)
 
-    verdict = helper.heartbeat_verdict(None, 900.0, 30, 1000.0)
-    watched = {**verdict, "job": "demo", "checked_at": 1000.0, "kills": 1}
-    kill = {"last_kill_at": 1000.0, "last_kill_step": None, "last_kill_run": 1}
-    assert set(watched) | set(kill) == set(jf.WATCHDOG_KEYS)
+    # The unit's run began two minutes ago and never wrote a heartbeat: past hang_timeout.
+    started = max(1, int((time.monotonic() - 120) * 1e6))
+    show = tmp_path / "systemctl-show"
+    show.write_text(
+        f"ActiveState=active\nSubState=running\nExecMainStartTimestampMonotonic={started}\n"
+    )
+    log = tmp_path / "standin.log"
+    monkeypatch.setenv("UT_STANDIN_LOG", str(log))
+    monkeypatch.setenv("UT_STANDIN_SYSTEMCTL_SHOW", str(show))
+    monkeypatch.setenv("PATH", f"{REPO / 'tests' / 'unit' / 'standin'}:{os.environ['PATH']}")
+    monkeypatch.setattr(helper, "JOURNAL_SOCKET", str(tmp_path / "no-journal"))
+    config = tmp_path / "config"
+    (config / "jobs").mkdir(parents=True)
+    (config / "jobs" / "demo.json").write_text(json.dumps(job))
+    assert helper.watchdog(str(config)) == 0
+    assert f"docker kill --signal KILL {job['container']}" in log.read_text().splitlines()
+    watched = json.loads(Path(jf.state_path(job, jf.WATCHDOG_FILE)).read_text())
+    assert watched["kills"] == 1
+    assert sorted(watched) == sorted(jf.WATCHDOG_KEYS)
 
 
 def test_a_crash_start_names_how_the_previous_run_ended() -> None:
