@@ -154,13 +154,28 @@ def children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+@dataclass
+class Played:
+    """One ansible-playbook run: its process, wall time, CPU split and JSON report."""
+
+    done: subprocess.CompletedProcess[str]
+    wall: float
+    cpu: dict[str, float]
+    report: dict[str, Any]
+
+
 def playbook(
-    inventory: Path, hosts: list[str], pipelining: bool
-) -> tuple[float, dict[str, float], dict[str, Any]]:
+    inventory: Path,
+    hosts: list[str],
+    pipelining: bool,
+    play: Path = ROOT / "site.yml",
+    collections: Path = ROOT / ".cache" / "collections",
+) -> Played:
+    """Run ``play`` on ``hosts`` (one fork each) and measure it; the JSON callback reports."""
     env = dict(os.environ)
     env.pop("ANSIBLE_CALLBACKS_ENABLED", None)  # nothing else may print to stdout
     env.update(
-        ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".cache" / "collections"),
+        ANSIBLE_COLLECTIONS_PATH=str(collections),
         ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
         ANSIBLE_PIPELINING="True" if pipelining else "False",
         ANSIBLE_FORKS=str(max(len(hosts), 1)),
@@ -170,7 +185,7 @@ def playbook(
     busy, children, inside = machine_busy_s(), children_cpu_s(), containers_cpu_s(hosts)
     start = time.monotonic()
     done = subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "ansible-playbook"), "-i", str(inventory), "site.yml"],
+        [str(ROOT / ".venv" / "bin" / "ansible-playbook"), "-i", str(inventory), str(play)],
         capture_output=True, text=True, env=env, cwd=ROOT, timeout=3600, check=False,
     )  # fmt: skip
     wall = time.monotonic() - start
@@ -180,15 +195,15 @@ def playbook(
     controller = children_cpu_s() - children
     machine = machine_busy_s() - busy
     after = containers_cpu_s(hosts)
-    cpu = {"machine": round(machine, 1), "controller": round(controller, 1)}
+    cpu = {"machine": round(machine, 2), "controller": round(controller, 2)}
     if inside is not None and after is not None:
-        cpu["hosts"] = round(after - inside, 1)
-        cpu["docker+other"] = round(machine - controller - (after - inside), 1)
+        cpu["hosts"] = round(after - inside, 2)
+        cpu["docker+other"] = round(machine - controller - (after - inside), 2)
     try:
         report = json.loads(done.stdout[done.stdout.index("{") :])
     except ValueError:
         report = {"stats": {}, "plays": [], "error": done.stdout[-2000:] + done.stderr[-2000:]}
-    return wall, cpu, report
+    return Played(done, wall, cpu, report)
 
 
 def _seconds(duration: dict[str, str]) -> float:
@@ -249,7 +264,8 @@ def measure(count: int, image: str, workdir: Path, kinds: list[str]) -> list[Run
     try:
         for kind, pipelining in (RUN_KINDS[k] for k in kinds):
             load_1m = os.getloadavg()[0]
-            wall, cpu, report = playbook(inventory, hosts, pipelining)
+            played = playbook(inventory, hosts, pipelining)
+            wall, cpu, report = played.wall, played.cpu, played.report
             stats = report.get("stats", {})
             ok = bool(stats) and all(
                 s.get("failures", 0) == 0 and s.get("unreachable", 0) == 0 for s in stats.values()

@@ -35,10 +35,8 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -107,30 +105,9 @@ def run_role(
     play = [{"hosts": host, "gather_facts": facts, "roles": [role]}]
     path = workdir / f"play-{host}.yml"
     path.write_text(json.dumps(play))
-    env = dict(os.environ)
-    env.pop("ANSIBLE_CALLBACKS_ENABLED", None)  # nothing else may print to stdout
-    env.update(
-        ANSIBLE_COLLECTIONS_PATH=str(collections),
-        ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
-        ANSIBLE_PIPELINING="True",
-        ANSIBLE_RETRY_FILES_ENABLED="False",
-        ANSIBLE_PYTHON_INTERPRETER="/usr/bin/python3",
-    )
     load_1m = os.getloadavg()[0]
-    children, inside = cb.children_cpu_s(), cb.containers_cpu_s([host])
-    start = time.monotonic()
-    done = subprocess.run(
-        [str(cb.ROOT / ".venv" / "bin" / "ansible-playbook"), "-i", str(inventory), str(path)],
-        capture_output=True, text=True, env=env, timeout=1800, check=False,
-    )  # fmt: skip
-    wall = time.monotonic() - start
-    controller = cb.children_cpu_s() - children
-    after = cb.containers_cpu_s([host])
-    in_hosts = after - inside if inside is not None and after is not None else None
-    try:
-        report = json.loads(done.stdout[done.stdout.index("{") :])
-    except ValueError:
-        report = {"stats": {}, "plays": []}
+    played = cb.playbook(inventory, [host], True, path, collections)
+    report = played.report
     stats = report.get("stats", {}).get(host, {})
     results = [
         task["hosts"][host]
@@ -139,11 +116,11 @@ def run_role(
         if host in task.get("hosts", {})
     ]
     row: dict[str, Any] = {
-        "ok": done.returncode == 0 and bool(stats),
+        "ok": played.done.returncode == 0 and bool(stats),
         "load_1m": round(load_1m, 2),
-        "wall_s": round(wall, 2),
-        "controller_cpu_s": round(controller, 2),
-        "host_cpu_s": round(in_hosts, 2) if in_hosts is not None else None,
+        "wall_s": round(played.wall, 2),
+        "controller_cpu_s": played.cpu["controller"],
+        "host_cpu_s": played.cpu.get("hosts"),
         "tasks": len(results),
         "changed": stats.get("changed", 0),
         "changed_tasks": [
@@ -154,7 +131,7 @@ def run_role(
         ],
     }
     if not row["ok"]:
-        row["error"] = (done.stdout[-2000:] + done.stderr[-2000:]).strip()
+        row["error"] = (played.done.stdout[-2000:] + played.done.stderr[-2000:]).strip()
     return row
 
 

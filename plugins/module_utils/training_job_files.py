@@ -18,7 +18,10 @@ file                            written by, read by
 =============================== ===============================================================
 
 Readers of the state files treat a missing or unreadable file as "no record" and ignore keys
-they do not know. A job definition that cannot be read is an error with the path in it.
+they do not know: they read ``state_path(job, ...)`` with ``training_status_file.read_json``,
+the one reader of these small atomically replaced JSON files (this file does not import it:
+the helper loads both as top-level modules, the module as module_utils). A job definition
+that cannot be read is an error with the path in it.
 
 This file is the Ansible module_utils ``training_job_files`` (for ``training_status``) and is
 linked beside the host helper (``runtime/helper/training_job_files.py``, installed next to
@@ -126,16 +129,6 @@ def read_job(config_dir: str, name: str) -> dict[str, Any]:
 def state_path(job: dict[str, Any], file_name: str) -> str:
     """Where one of the helper's records (RUNS_FILE, FAILURE_FILE, WATCHDOG_FILE) lives."""
     return os.path.join(job["state_dir"], file_name)
-
-
-def read_record(job: dict[str, Any], file_name: str) -> dict[str, Any] | None:
-    """One of the helper's records as a JSON object, None when missing or unreadable."""
-    try:
-        with open(state_path(job, file_name), encoding="utf-8") as handle:
-            value = json.load(handle)
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def run_history(runs: dict[str, Any]) -> list[dict[str, Any]]:

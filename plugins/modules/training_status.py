@@ -322,8 +322,8 @@ from ansible_collections.unbroken.training.plugins.module_utils.training_job_fil
     JobDefinitionError,
     job_names,
     read_job,
-    read_record,
     run_history,
+    state_path,
 )
 from ansible_collections.unbroken.training.plugins.module_utils.training_metrics import (
     MetricsHistory,
@@ -333,6 +333,7 @@ from ansible_collections.unbroken.training.plugins.module_utils.training_metrics
 from ansible_collections.unbroken.training.plugins.module_utils.training_status_file import (
     TERMINAL_STATES,
     one_line,
+    read_json,
     read_status,
     updated_at,
 )
@@ -443,8 +444,8 @@ def job_report(
     startup_timeout = int(job.get("startup_timeout") or 0) or hang_timeout
     limit = hang_timeout if fresh else startup_timeout
     status_state = status.get("state") if status else None
-    failure = read_record(job, FAILURE_FILE)
-    runs = read_record(job, RUNS_FILE) or {}
+    failure = read_json(state_path(job, FAILURE_FILE))
+    runs = read_json(state_path(job, RUNS_FILE)) or {}
     systemd_restarts = to_int(props.get("NRestarts"))
     quarantined = status.get("quarantined") if status else None
     reason = status.get("reason") if status else None
@@ -492,7 +493,7 @@ def job_report(
         "resumed_from": status.get("resumed_from") if status else None,
         "last_checkpoint": newest_checkpoint(job["checkpoint_dir"], now_wall),
         "checkpoint_error": status.get("checkpoint_error") if status else None,
-        "watchdog": read_record(job, WATCHDOG_FILE),
+        "watchdog": read_json(state_path(job, WATCHDOG_FILE)),
         "failure": failure,
         "failure_reason": failure.get("message") if failure else None,
         "metrics_latest": _json_safe(latest_record(job["checkpoint_dir"])),
@@ -607,7 +608,7 @@ def job_metrics(job: Dict[str, Any], max_points: int) -> Optional[Dict[str, Any]
     return metrics_summary(
         read_metrics(job["checkpoint_dir"]),
         max_points,
-        run_history(read_record(job, RUNS_FILE) or {}),
+        run_history(read_json(state_path(job, RUNS_FILE)) or {}),
     )
 
 

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import enum
 import http.client
 import importlib.util
 import json
@@ -71,7 +72,6 @@ from training_job_files import (  # noqa: E402
     JobDefinitionError,
     job_names,
     read_job,
-    read_record,
     state_path,
 )
 from training_status_file import (  # noqa: E402
@@ -332,7 +332,7 @@ def record_start(job: Dict[str, Any]) -> None:
         automatic,
         time.time(),
         boot,
-        read_record(job, WATCHDOG_FILE),
+        read_json(state_path(job, WATCHDOG_FILE)),
     )
     start = record["last_start"]
     print(
@@ -435,22 +435,29 @@ def torchrun_workers(docker: str, container: str) -> List[int]:
     return [worker for agent in child_pids(int(init)) for worker in child_pids(agent)]
 
 
-def stop_workers_first(job: Dict[str, Any], docker: str, main_pid: Optional[int]) -> Optional[bool]:
+class WorkersStop(enum.Enum):
+    """How a workers-first stop went, and so what ``docker stop`` still has to do."""
+
+    NOTHING_TO_SIGNAL = "nothing to signal"  # single node, or no workers: full budget
+    STOPPED = "stopped"  # the main process exited: no docker stop
+    TIMED_OUT = "timed out"  # the budget is spent: docker stop kills soon
+
+
+def stop_workers_first(job: Dict[str, Any], docker: str, main_pid: Optional[int]) -> WorkersStop:
     """Stop a multi-node job through its workers, so that every node ends cleanly.
 
     A SIGTERM to torchrun makes that agent exit 1 (the unit would end ``failed``) and leaves
     the other nodes' agents waiting out torch's exit barrier (300 s). SIGTERM to the workers
     instead: the ranks agree on the stop at the next step (the trainer's ``agree_stop``),
     checkpoint that one step and exit 0; every node's agent sees its group succeed, meets
-    the others at the exit barrier and exits 0. True when the main process exited within
-    the job's stop timeout, False when it did not; None when there was nothing to signal
-    (a single-node job, or an agent without workers): ``docker stop`` then.
+    the others at the exit barrier and exits 0. The main process gets the job's stop
+    timeout to exit.
     """
     if main_pid is None or len(job.get("nodes") or []) < 2:
-        return None
+        return WorkersStop.NOTHING_TO_SIGNAL
     workers = torchrun_workers(docker, job["container"])
     if not workers:
-        return None
+        return WorkersStop.NOTHING_TO_SIGNAL
     print(
         "stopping job {}: SIGTERM to its workers {} (all nodes' ranks stop at one step), "
         "docker stop after {}s".format(
@@ -461,17 +468,18 @@ def stop_workers_first(job: Dict[str, Any], docker: str, main_pid: Optional[int]
     for worker in workers:
         with contextlib.suppress(ProcessLookupError):
             os.kill(worker, signal.SIGTERM)
-    return wait_for_exit(main_pid, float(job["stop_timeout"]))
+    if wait_for_exit(main_pid, float(job["stop_timeout"])):
+        return WorkersStop.STOPPED
+    return WorkersStop.TIMED_OUT
 
 
 def stop_job(job: Dict[str, Any]) -> None:
     docker = docker_binary()
     main_pid = os.environ.get("MAINPID", "")
-    workers_stopped = stop_workers_first(job, docker, int(main_pid) if main_pid.isdigit() else None)
-    if workers_stopped:
+    workers = stop_workers_first(job, docker, int(main_pid) if main_pid.isdigit() else None)
+    if workers is WorkersStop.STOPPED:
         return
-    # After a workers-first stop that ran out of time, the budget is spent: kill soon.
-    timeout = job["stop_timeout"] if workers_stopped is None else 1
+    timeout = 1 if workers is WorkersStop.TIMED_OUT else job["stop_timeout"]
     argv = [docker, "stop", "--time", str(timeout), job["container"]]
     print(
         "stopping job {}: SIGTERM, trainer budget {}s, SIGKILL after {}s".format(
@@ -716,8 +724,8 @@ def job_metrics(
     if props is None:
         props = systemctl_show(job["unit"], ["ActiveState", "SubState", "NRestarts"])
     status = read_status(job["status_file"]) or {}
-    runs = read_record(job, RUNS_FILE) or {}
-    record = read_record(job, WATCHDOG_FILE) or {}
+    runs = read_json(state_path(job, RUNS_FILE)) or {}
+    record = read_json(state_path(job, WATCHDOG_FILE)) or {}
     # A user's own script may write only the metrics stream: its newest record fills in.
     latest = metrics.latest_record(job["checkpoint_dir"]) or {}
     row: Dict[str, Any] = {"name": job["name"]}

@@ -24,6 +24,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "tests" / "output"
@@ -122,16 +123,42 @@ def link_collection() -> None:
         link.symlink_to(os.path.relpath(ROOT, link.parent))
 
 
-def remove_test_volumes() -> None:
-    """Drop the named volumes (prefix ut-) that Docker-in-Docker instances used."""
+# A Docker volume name (a bind mount's source is a path instead).
+VOLUME_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+# Run by the virtualenv's Python: the host's python3 need not have PyYAML.
+READ_YAML = "import json, sys, yaml; json.dump(yaml.safe_load(open(sys.argv[1])), sys.stdout)"
+
+
+def named_volumes(config: dict[str, Any]) -> list[str]:
+    """The named Docker volumes a Molecule scenario's platforms mount, in order."""
+    names: list[str] = []
+    for platform in config.get("platforms") or []:
+        for spec in platform.get("volumes") or []:
+            source = str(spec).split(":", 1)[0]
+            if VOLUME_NAME.fullmatch(source) and source not in names:
+                names.append(source)
+    return names
+
+
+def remove_test_volumes(scenario: str) -> None:
+    """Drop the named volumes (Docker-in-Docker's /var/lib/docker) of one scenario.
+
+    Only that scenario's: others may be running from other checkouts at the same time.
+    """
     try:
-        names = subprocess.run(
-            ["docker", "volume", "ls", "-q", "--filter", "name=^ut-"],
+        config = subprocess.run(
+            [
+                venv_bin("python"),
+                "-c",
+                READ_YAML,
+                str(ROOT / "molecule" / scenario / "molecule.yml"),
+            ],
             capture_output=True,
             text=True,
-            check=False,
+            check=True,
             timeout=60,
-        ).stdout.split()
+        ).stdout
+        names = named_volumes(json.loads(config) or {})
         if names:
             subprocess.run(
                 ["docker", "volume", "rm", "-f", *names],
@@ -139,8 +166,8 @@ def remove_test_volumes() -> None:
                 check=False,
                 timeout=300,
             )
-    except (OSError, subprocess.SubprocessError):
-        pass
+    except (OSError, ValueError, subprocess.SubprocessError) as exc:
+        print(f"cannot remove the volumes of scenario {scenario}: {exc}", flush=True)
 
 
 PYTEST_SUMMARY = re.compile(r"^=*\s*(\d+ (passed|failed|error).*?)\s*=*$")
@@ -181,7 +208,7 @@ def run_stage(stage: Stage, env: dict[str, str]) -> None:
     stage.result = "passed" if ok else "failed"
     stage.summary = last_summary(log)
     if stage.name.startswith("molecule:"):
-        remove_test_volumes()
+        remove_test_volumes(stage.name.split(":", 1)[1])
     if not ok:
         lines = log.read_text(errors="replace").splitlines()
         print(f"--- last {TAIL_LINES} lines of {log.relative_to(ROOT)} ---")

@@ -13,6 +13,9 @@ import yaml
 from ansible_collections.unbroken.training.plugins.module_utils import (
     training_job_files as jf,
 )
+from ansible_collections.unbroken.training.plugins.module_utils import (
+    training_status_file as sf,
+)
 
 ROOT = Path(__file__).resolve().parents[4]
 
@@ -79,15 +82,19 @@ def test_the_role_writes_every_key_readers_rely_on() -> None:
     assert set(jf.REQUIRED_KEYS) <= set(written[0])
 
 
-def test_records_are_objects_or_none(tmp_path: Path) -> None:
+def test_records_read_through_the_one_json_reader_are_objects_or_none(tmp_path: Path) -> None:
     job = _definition(state_dir=str(tmp_path))
-    assert jf.read_record(job, jf.RUNS_FILE) is None
+
+    def record(file_name: str) -> dict[str, Any] | None:
+        return sf.read_json(jf.state_path(job, file_name))
+
+    assert record(jf.RUNS_FILE) is None
     (tmp_path / jf.FAILURE_FILE).write_text("[]", encoding="utf-8")
     (tmp_path / jf.WATCHDOG_FILE).write_text("{torn", encoding="utf-8")
     (tmp_path / jf.RUNS_FILE).write_text(json.dumps({"runs": 3}), encoding="utf-8")
-    assert jf.read_record(job, jf.FAILURE_FILE) is None
-    assert jf.read_record(job, jf.WATCHDOG_FILE) is None
-    assert jf.read_record(job, jf.RUNS_FILE) == {"runs": 3}
+    assert record(jf.FAILURE_FILE) is None
+    assert record(jf.WATCHDOG_FILE) is None
+    assert record(jf.RUNS_FILE) == {"runs": 3}
     assert jf.state_path(job, jf.RUNS_FILE) == str(tmp_path / "runs.json")
 
 

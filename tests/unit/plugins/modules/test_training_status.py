@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -441,11 +442,61 @@ def test_single_node_stop_and_a_multinode_job_without_workers_use_docker_stop(
     monkeypatch.setattr(helper.subprocess, "run", fake_run)
     monkeypatch.delenv("MAINPID", raising=False)
     job = {"name": "mn", "container": "mn", "stop_budget": 5, "stop_timeout": 15}
+    nothing = helper.WorkersStop.NOTHING_TO_SIGNAL
+    two_nodes = {**job, "nodes": ["node1", "node2"]}
+    assert helper.stop_workers_first(job, "docker", 999999999) is nothing
+    assert helper.stop_workers_first(two_nodes, "docker", None) is nothing
     helper.stop_job(job)
     monkeypatch.setenv("MAINPID", "999999999")
     helper.stop_job({**job, "nodes": ["node1", "node2"]})
     stops = [argv for argv in calls if argv[1] == "stop"]
     assert stops == [["docker", "stop", "--time", "15", "mn"]] * 2, calls
+
+
+_DEAF_WORKER = """
+import pathlib, signal, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+pathlib.Path(sys.argv[1]).write_text("ready")
+time.sleep(60)
+"""
+
+
+def test_a_multinode_stop_that_runs_out_of_time_leaves_docker_stop_one_second(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Workers that ignore SIGTERM spend the stop timeout: docker stop then kills soon."""
+    helper = _load_helper()
+    marker = tmp_path / "worker-ready"
+    py = sys.executable
+    init = subprocess.Popen(
+        [py, "-c", _PARENT, py, "-c", _PARENT, py, "-c", _DEAF_WORKER, str(marker)],
+        start_new_session=True,  # one process group: the cleanup reaches the deaf worker
+    )
+    calls: list[list[str]] = []
+
+    def fake_run(argv: list[str], **_kwargs: Any) -> subprocess.CompletedProcess[str]:
+        calls.append(argv)
+        return subprocess.CompletedProcess(argv, 0, f"{init.pid}\n", "")
+
+    try:
+        deadline = time.monotonic() + 30
+        while not marker.exists():
+            assert time.monotonic() < deadline, "the worker never started"
+            time.sleep(0.05)
+        monkeypatch.setattr(helper, "docker_binary", lambda: "docker")
+        monkeypatch.setattr(helper.subprocess, "run", fake_run)
+        monkeypatch.setattr(helper, "MAIN_EXIT_WAIT", 0.1)
+        monkeypatch.setenv("MAINPID", str(init.pid))
+        job = {"name": "mn", "container": "mn", "stop_budget": 5, "stop_timeout": 0.3}
+        job["nodes"] = ["node1", "node2"]
+        assert helper.stop_workers_first(job, "docker", init.pid) is helper.WorkersStop.TIMED_OUT
+        calls.clear()
+        helper.stop_job(job)
+        stops = [argv for argv in calls if argv[1] == "stop"]
+        assert stops == [["docker", "stop", "--time", "1", "mn"]], calls
+    finally:
+        os.killpg(init.pid, signal.SIGKILL)
+        init.wait()
 
 
 # -- why a job (re)started, how its run ended, waiting without a retry loop -------------
@@ -496,9 +547,13 @@ def test_runs_count_every_start_but_restarts_only_the_ones_nobody_asked_for() ->
 
 
 def test_the_helpers_records_carry_only_the_keys_the_format_file_documents(
-    job: dict[str, Any],
+    job: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """runs.json, failure.json and watchdog.json: training_job_files lists their keys."""
+    """runs.json, failure.json and watchdog.json: training_job_files lists their keys.
+
+    watchdog.json is written by the helper's own watchdog run (systemctl and docker are
+    the stand-ins in tests/unit/standin), so a key it starts writing is caught here.
+    """
     from ansible_collections.unbroken.training.plugins.module_utils import (
         training_job_files as jf,
     )
@@ -508,7 +563,7 @@ def test_the_helpers_records_carry_only_the_keys_the_format_file_documents(
     helper.post_stop(
         job, {"SERVICE_RESULT": "exit-code", "EXIT_CODE": "exited", "EXIT_STATUS": "1"}
     )
-    runs = jf.read_record(job, jf.RUNS_FILE) or {}
+    runs = json.loads(Path(jf.state_path(job, jf.RUNS_FILE)).read_text())
     assert set(runs) <= set(jf.RUNS_KEYS) and "last_end" in runs
     assert runs["last_start"]["cause"] in jf.START_CAUSES
     assert jf.run_history(runs) == runs["history"] and len(runs["history"]) == 2
@@ -517,10 +572,25 @@ def test_the_helpers_records_carry_only_the_keys_the_format_file_documents(
     failure = helper.failure_reason({**job, "restart_limit_burst": 3}, props, [])
     assert set(failure) == set(jf.FAILURE_KEYS)
 
-    verdict = helper.heartbeat_verdict(None, 900.0, 30, 1000.0)
-    watched = {**verdict, "job": "demo", "checked_at": 1000.0, "kills": 1}
-    kill = {"last_kill_at": 1000.0, "last_kill_step": None, "last_kill_run": 1}
-    assert set(watched) | set(kill) == set(jf.WATCHDOG_KEYS)
+    # The unit's run began two minutes ago and never wrote a heartbeat: past hang_timeout.
+    started = max(1, int((time.monotonic() - 120) * 1e6))
+    show = tmp_path / "systemctl-show"
+    show.write_text(
+        f"ActiveState=active\nSubState=running\nExecMainStartTimestampMonotonic={started}\n"
+    )
+    log = tmp_path / "standin.log"
+    monkeypatch.setenv("UT_STANDIN_LOG", str(log))
+    monkeypatch.setenv("UT_STANDIN_SYSTEMCTL_SHOW", str(show))
+    monkeypatch.setenv("PATH", f"{REPO / 'tests' / 'unit' / 'standin'}:{os.environ['PATH']}")
+    monkeypatch.setattr(helper, "JOURNAL_SOCKET", str(tmp_path / "no-journal"))
+    config = tmp_path / "config"
+    (config / "jobs").mkdir(parents=True)
+    (config / "jobs" / "demo.json").write_text(json.dumps(job))
+    assert helper.watchdog(str(config)) == 0
+    assert f"docker kill --signal KILL {job['container']}" in log.read_text().splitlines()
+    watched = json.loads(Path(jf.state_path(job, jf.WATCHDOG_FILE)).read_text())
+    assert watched["kills"] == 1
+    assert sorted(watched) == sorted(jf.WATCHDOG_KEYS)
 
 
 def test_a_crash_start_names_how_the_previous_run_ended() -> None:
