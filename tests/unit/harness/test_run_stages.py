@@ -50,7 +50,11 @@ def test_named_volumes_are_the_sources_that_are_not_paths() -> None:
 def test_each_scenario_owns_its_volumes_and_no_other_scenarios() -> None:
     by_scenario = {name: _scenario_volumes(name) for name in run_stages.scenarios()}
     assert by_scenario["trainer"] == ["ut-trainer-1-var-lib-docker"]
-    assert by_scenario["multinode"] == ["ut-mn-1-var-lib-docker", "ut-mn-2-var-lib-docker"]
+    assert by_scenario["multinode"] == [
+        "ut-mn-1-var-lib-docker",
+        "ut-mn-shared",
+        "ut-mn-2-var-lib-docker",
+    ]
     assert by_scenario["session_tools"] == []
     owners: dict[str, str] = {}
     for name, volumes in by_scenario.items():
@@ -66,7 +70,7 @@ def test_after_a_scenario_only_its_volumes_are_removed(
     monkeypatch.setenv("PATH", f"{STANDIN}:{run_stages.os.environ['PATH']}")
     run_stages.remove_test_volumes("multinode")
     assert log.read_text().splitlines() == [
-        "docker volume rm -f ut-mn-1-var-lib-docker ut-mn-2-var-lib-docker"
+        "docker volume rm -f ut-mn-1-var-lib-docker ut-mn-shared ut-mn-2-var-lib-docker"
     ]
     log.unlink()
     run_stages.remove_test_volumes("session_tools")  # no named volume: docker is not called
