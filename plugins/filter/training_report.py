@@ -82,11 +82,13 @@ def human_age(seconds: Any) -> str:
 
 
 def job_state(job: Mapping[str, Any]) -> str:
-    """One word an operator can act on: hung, failed, training, finished, stopped, ..."""
+    """One word an operator can act on: hung, failed, training, waiting, finished, ..."""
     if job.get("hung"):
         return "hung"
     if job.get("active_state") == "failed":
         return "failed"
+    if job.get("running") and job.get("waiting"):
+        return "waiting"  # in a rendezvous round: the status file is the last workers'
     if job.get("running"):
         updated, started = job.get("status_updated_at"), job.get("main_started_at")
         if (
@@ -131,6 +133,8 @@ def note_parts(job: Mapping[str, Any]) -> List[str]:
     """What happened last and why, most urgent first; nothing cut."""
     parts: List[str] = []
     state = job_state(job)
+    if state == "waiting":
+        parts.append(str(job.get("waiting_note") or "waiting for the job's other nodes"))
     if job.get("hung"):
         parts.append(
             "no heartbeat for {} (limit {}s): the watchdog kills and restarts it".format(
@@ -289,7 +293,17 @@ def _nodes(job: Mapping[str, Any]) -> Tuple[str, ...]:
 
 
 # The state a multi-node job shows is the most urgent of its nodes' states.
-STATE_URGENCY = ("failed", "hung", "restarting", "stopped", "stopping", "starting", "finished")
+# A node that waits in a rendezvous round waits for the others: their state says why.
+STATE_URGENCY = (
+    "failed",
+    "hung",
+    "restarting",
+    "stopped",
+    "stopping",
+    "starting",
+    "waiting",
+    "finished",
+)
 
 
 def multinode_row(

@@ -70,7 +70,9 @@ FAILURE_KEYS = (
     "message",
     "last_log_lines",
 )
-# watchdog.json: the last verdict and the kills.
+# watchdog.json: the last verdict and the kills. ``waiting``: at ``checked_at`` the
+# container of a multi-node job ran its torchrun agent without workers (a rendezvous round
+# for the other nodes): not hung, not killed, whatever the heartbeat's age.
 WATCHDOG_KEYS = (
     "job",
     "checked_at",
@@ -79,6 +81,7 @@ WATCHDOG_KEYS = (
     "limit",
     "started",
     "hung",
+    "waiting",
     "step",
     "kills",
     "last_kill_at",

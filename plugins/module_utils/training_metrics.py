@@ -576,6 +576,7 @@ JOB_STATES = (
     "hung",
     "restarting",
     "stopped",
+    "waiting",
 )
 _TEXTFILE_METRICS: Tuple[Tuple[str, str, str, str], ...] = (
     # (name without prefix, type, job key, help)

@@ -188,12 +188,15 @@ jobs:
       type: bool
       returned: always
     training:
-      description: Running and the status file was written by this run in state training.
+      description: >-
+        Running, the status file was written by this run in state training, and the node
+        does not wait in a rendezvous round (RV(jobs[].waiting)).
       type: bool
       returned: always
     status_state:
       description: >-
-        State in the status file (starting, training, stopping, stopped, finished, failed).
+        State in the status file (starting, training, stopping, stopped, finished, failed),
+        as the trainer last wrote it; while RV(jobs[].waiting) it is the last workers'.
       type: str
       returned: always
     status_exit_code:
@@ -242,8 +245,25 @@ jobs:
     hung:
       description: >-
         Running with a heartbeat older than hang_timeout, or, before this run's first
-        status write, running longer than startup_timeout.
+        status write, running longer than startup_timeout; never while RV(jobs[].waiting).
       type: bool
+      returned: always
+    waiting:
+      description: >-
+        A multi-node job whose node waits in a rendezvous round for the job's other nodes:
+        the hang watchdog's last check of the current run found its torchrun agent running
+        without workers (C(waiting) in RV(jobs[].watchdog)) and no worker wrote the status
+        file since, so RV(jobs[].status_state) and the heartbeat are the last workers', not
+        the node's state. The watchdog does not kill such a node; torch's rendezvous join
+        timeout (600 s by default) ends the wait and systemd restarts the agent. Needs the
+        hang watchdog (C(hang_timeout) above 0); always false for a single-node job.
+      type: bool
+      returned: always
+    waiting_note:
+      description: >-
+        Why the node waits (C(waiting in a rendezvous round for the job's other nodes)),
+        null when RV(jobs[].waiting) is false.
+      type: str
       returned: always
     resumed_from:
       description: Checkpoint this run resumed from, with skipped invalid ones.
@@ -258,7 +278,9 @@ jobs:
       type: str
       returned: always
     watchdog:
-      description: The hang watchdog's record (last check, kills, last kill time).
+      description: >-
+        The hang watchdog's record (last check, its verdict - C(hung), C(waiting) - kills,
+        last kill time).
       type: dict
       returned: always
     failure:
@@ -418,6 +440,30 @@ def newest_checkpoint(directory: str, now: float) -> Optional[Dict[str, Any]]:
     }
 
 
+WAITING_NOTE = "waiting in a rendezvous round for the job's other nodes"
+
+
+def waits_in_rendezvous(
+    job: Dict[str, Any],
+    running: bool,
+    started_wall: Optional[float],
+    status: Optional[Dict[str, Any]],
+    watchdog: Optional[Dict[str, Any]],
+) -> bool:
+    """The hang watchdog's last check of this run found the torchrun agent without workers
+    (``waiting`` in watchdog.json; the helper alone looks into the container), and no worker
+    has written the status file since: the status file is the last worker's, stale."""
+    if not running or len(job.get("nodes") or []) < 2 or not watchdog:
+        return False
+    checked = watchdog.get("checked_at")
+    if watchdog.get("waiting") is not True or not isinstance(checked, (int, float)):
+        return False
+    if started_wall is None or checked <= started_wall:
+        return False  # a check of an earlier run
+    updated = updated_at(status)
+    return updated is None or updated < checked
+
+
 def min_nodes(job: Dict[str, Any]) -> Optional[int]:
     """The lower bound of ``--nnodes`` in a multi-node job's torchrun command."""
     command = [str(a) for a in job.get("command") or []]
@@ -449,6 +495,8 @@ def job_report(
     systemd_restarts = to_int(props.get("NRestarts"))
     quarantined = status.get("quarantined") if status else None
     reason = status.get("reason") if status else None
+    watchdog = read_json(state_path(job, WATCHDOG_FILE))
+    waiting = waits_in_rendezvous(job, running, started_wall, status, watchdog)
     return {
         "name": job["name"],
         "unit": job["unit"],
@@ -470,7 +518,7 @@ def job_report(
         "checked_at": round(now_wall, 3),
         "main_started_at": None if started_wall is None else round(started_wall, 3),
         "running": running,
-        "training": running and fresh and status_state == "training",
+        "training": running and fresh and status_state == "training" and not waiting,
         "status_state": status_state,
         "status_exit_code": _int_or(status.get("exit_code") if status else None, None),
         "status_reason": one_line(reason) if isinstance(reason, str) else None,
@@ -483,8 +531,11 @@ def job_report(
         "heartbeat_age": None if age is None else round(age, 1),
         "hang_timeout": hang_timeout,
         "startup_timeout": startup_timeout,
+        "waiting": waiting,
+        "waiting_note": WAITING_NOTE if waiting else None,
         "hung": bool(
             running
+            and not waiting
             and hang_timeout > 0
             and age is not None
             and age > limit
@@ -493,7 +544,7 @@ def job_report(
         "resumed_from": status.get("resumed_from") if status else None,
         "last_checkpoint": newest_checkpoint(job["checkpoint_dir"], now_wall),
         "checkpoint_error": status.get("checkpoint_error") if status else None,
-        "watchdog": read_json(state_path(job, WATCHDOG_FILE)),
+        "watchdog": watchdog,
         "failure": failure,
         "failure_reason": failure.get("message") if failure else None,
         "metrics_latest": _json_safe(latest_record(job["checkpoint_dir"])),
@@ -622,6 +673,8 @@ def settled(report: Dict[str, Any]) -> bool:
     """Nothing more to wait for: trains again, ended on purpose, or failed with a reason."""
     if report["training"]:
         return True
+    if report["waiting"]:
+        return False  # the status file is the previous workers'; the job is not over
     if report["status_state"] in SETTLED_STATES:
         # Written by the current process (not a file left by the previous run).
         updated, started = report["status_updated_at"], report["main_started_at"]
@@ -637,6 +690,8 @@ def describe(report: Dict[str, Any]) -> str:
         return "{} trains (step {})".format(report["name"], report["step"])
     if report["active_state"] == "failed":
         return "{} failed: {}".format(report["name"], report["failure_reason"])
+    if report["waiting"]:
+        return "{} is waiting: {}".format(report["name"], report["waiting_note"])
     return "{} is {} (unit {}/{}{})".format(
         report["name"],
         report["status_state"] or "without status",

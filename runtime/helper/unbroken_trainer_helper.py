@@ -416,12 +416,13 @@ def child_pids(pid: int) -> List[int]:
     return sorted(set(children))
 
 
-def torchrun_workers(docker: str, container: str) -> List[int]:
-    """Host PIDs of the worker processes of a multi-node job's container.
+def torchrun_agents(docker: str, container: str) -> Optional[Dict[int, List[int]]]:
+    """{host PID of each torchrun agent: host PIDs of its workers} of a multi-node job's
+    container; None when the container is not running.
 
     The container runs docker's init (``--init``), whose child is the torchrun agent, whose
-    children are the workers: the init's grandchildren. Empty when the container is not
-    running or the agent has no workers (it waits in a rendezvous).
+    children are the workers: the init's grandchildren. An agent without workers waits in a
+    rendezvous round.
     """
     result = subprocess.run(
         [docker, "inspect", "--format", "{{.State.Pid}}", container],
@@ -431,8 +432,25 @@ def torchrun_workers(docker: str, container: str) -> List[int]:
     )
     init = result.stdout.strip()
     if result.returncode != 0 or not init.isdigit() or int(init) <= 0:
-        return []
-    return [worker for agent in child_pids(int(init)) for worker in child_pids(agent)]
+        return None
+    return {agent: child_pids(agent) for agent in child_pids(int(init))}
+
+
+def torchrun_workers(docker: str, container: str) -> List[int]:
+    """Host PIDs of the worker processes of a multi-node job's container (see above);
+    empty when the container is not running or the agent has no workers."""
+    agents = torchrun_agents(docker, container) or {}
+    return [worker for workers in agents.values() for worker in workers]
+
+
+def waits_in_rendezvous(job: Dict[str, Any], docker: str) -> bool:
+    """A multi-node job whose container runs its torchrun agent without workers: the agent
+    waits in a rendezvous round for the job's other nodes (torch bounds the wait by its
+    rendezvous join timeout, then the agent exits and systemd restarts it). Not a hang."""
+    if len(job.get("nodes") or []) < 2:
+        return False
+    agents = torchrun_agents(docker, job["container"])
+    return agents is not None and bool(agents) and not any(agents.values())
 
 
 class WorkersStop(enum.Enum):
@@ -625,7 +643,11 @@ def watchdog(
 
 
 def watch_job(job: Dict[str, Any], alerts: Optional[Dict[str, Any]] = None) -> int:
-    """Check one job's heartbeat; kill it when hung. 1 when this check killed it."""
+    """Check one job's heartbeat; kill it when hung. 1 when this check killed it.
+
+    A multi-node job whose agent waits in a rendezvous round (no workers) is not hung:
+    recorded as ``waiting``, not killed.
+    """
     hung_jobs = 0
     if not job.get("hang_timeout"):
         return 0  # 0: this job's watchdog is off
@@ -640,9 +662,14 @@ def watch_job(job: Dict[str, Any], alerts: Optional[Dict[str, Any]] = None) -> i
         time.time(),
         float(job.get("startup_timeout") or 0),
     )
+    # The status file stops moving while the agent waits for a node that is gone; killing
+    # it would only cost this node a restart toward its crash-loop limit.
+    waiting = waits_in_rendezvous(job, docker_binary())
+    if waiting:
+        verdict["hung"] = False
     record_path = state_path(job, WATCHDOG_FILE)
     record = read_json(record_path) or {"kills": 0}
-    record.update(verdict, checked_at=time.time(), job=job["name"])
+    record.update(verdict, waiting=waiting, checked_at=time.time(), job=job["name"])
     if verdict["hung"] and record.get("last_kill_run") == run_id:
         print("job {}: killed container not gone yet".format(job["name"]), flush=True)
     elif verdict["hung"]:
@@ -698,13 +725,20 @@ def load_metrics_module(path: str) -> Any:
     return module
 
 
-def textfile_state(props: Mapping[str, str], status: Optional[Dict[str, Any]], hung: bool) -> str:
+def textfile_state(
+    props: Mapping[str, str],
+    status: Optional[Dict[str, Any]],
+    hung: bool,
+    waiting: bool = False,
+) -> str:
     """One word for the textfile: the trainer's own state while its run is current."""
     active, sub = props.get("ActiveState", ""), props.get("SubState", "")
     state = status.get("state") if status else None
     if active == "active" and sub == "running":
         if hung:
             return "hung"
+        if waiting:  # a multi-node agent in a rendezvous round: the status file is stale
+            return "waiting"
         return state if state in RUNNING_STATES else "starting"
     if active == "activating" and sub == "auto-restart":
         return "restarting"
@@ -741,7 +775,9 @@ def job_metrics(
     if not isinstance(restarts, int) and props.get("NRestarts", "").isdigit():
         restarts = int(props["NRestarts"])
     row["restarts"] = restarts
-    row["state"] = textfile_state(props, status or None, bool(record.get("hung")))
+    row["state"] = textfile_state(
+        props, status or None, bool(record.get("hung")), bool(record.get("waiting"))
+    )
     return row
 
 

@@ -632,6 +632,36 @@ def test_a_multi_node_job_says_which_node_its_surviving_nodes_wait_for() -> None
     assert _columns(both[1])[2] == "stopped"
 
 
+def test_a_node_waiting_in_a_rendezvous_round_says_so_not_its_last_workers_state() -> None:
+    """training_status's ``waiting``: the node's own row and the job's row say why."""
+    note = "waiting in a rendezvous round for the job's other nodes"
+    # The last worker wrote failed (its collective broke) and no worker has written since.
+    survivor = job(
+        nodes=TWO_NODES,
+        min_nodes=2,
+        status_state="failed",
+        status_reason="collective failed",
+        waiting=True,
+        waiting_note=note,
+    )
+    assert report.job_state(survivor) == "waiting"
+    detail = report.training_table({"mn-1": [survivor]}, detail=True).splitlines()
+    row = _columns(detail[1])
+    assert row[2] == "waiting" and note in detail[1] and "trainer:" not in detail[1], row
+    lines = report.training_table({"mn-1": [survivor]}).splitlines()
+    row = _columns(lines[1])
+    assert row[2] == "waiting", row
+    assert row[9].startswith("nodes up 1/2; waiting for mn-2 (not reporting)"), row
+    assert f"mn-1 waiting: {note}" in " ".join(" ".join(lines[1:]).split())
+    # Both nodes answer and one restarts: the job's row shows why the other waits.
+    crashed = job(nodes=TWO_NODES, running=False, sub_state="auto-restart")
+    both = report.training_table({"mn-1": [survivor], "mn-2": [crashed]}).splitlines()
+    assert _columns(both[1])[2] == "restarting"
+    # A stopped unit's last record does not make it wait.
+    idle = job(nodes=TWO_NODES, running=False, sub_state="dead", waiting=True)
+    assert report.job_state(idle) == "stopped"
+
+
 def test_a_multi_node_job_is_one_span_with_all_its_nodes_even_those_outside_the_play() -> None:
     """The operator playbooks act once per multi-node job, on every node, whatever -l says."""
     mn = job(nodes=TWO_NODES, unit="unbroken-job-llm.service")

@@ -593,6 +593,140 @@ def test_the_helpers_records_carry_only_the_keys_the_format_file_documents(
     assert sorted(watched) == sorted(jf.WATCHDOG_KEYS)
 
 
+_SLEEPER = "import time; time.sleep(60)"
+
+
+def _container(depth: int) -> subprocess.Popen[bytes]:
+    """A process tree like a job's container: init -> torchrun agent (-> worker)."""
+    py = sys.executable
+    argv = [py, "-c", _PARENT] * (depth - 1) + [py, "-c", _SLEEPER]
+    init = subprocess.Popen(argv, start_new_session=True)
+    deadline = time.monotonic() + 30
+    level = [init.pid]
+    for _level in range(depth - 1):
+        while not (children := [c for pid in level for c in helper.child_pids(pid)]):
+            assert time.monotonic() < deadline, "the process tree never formed"
+            time.sleep(0.05)
+        level = children
+    return init
+
+
+@pytest.mark.parametrize(
+    ("nodes", "depth", "killed"),
+    [
+        (["mn-1", "mn-2"], 2, False),  # the agent has no workers: a rendezvous round
+        (["mn-1", "mn-2"], 3, True),  # its worker is there and silent: hung
+        (None, 2, True),  # a single-node job is judged by its heartbeat alone
+    ],
+    ids=["multinode-waiting", "multinode-hung-worker", "single-node"],
+)
+def test_the_watchdog_does_not_kill_a_multinode_agent_waiting_for_its_other_nodes(
+    job: dict[str, Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    nodes: list[str] | None,
+    depth: int,
+    killed: bool,
+) -> None:
+    """The real watchdog, docker and systemctl stand-ins, a real process tree."""
+    from ansible_collections.unbroken.training.plugins.module_utils import (
+        training_job_files as jf,
+    )
+
+    if nodes:
+        job["nodes"] = nodes
+    # The last status a worker wrote (training), older than hang_timeout (30 s).
+    _write_status(job["status_file"], time.time() - 90, state="training")
+    started = max(1, int((time.monotonic() - 120) * 1e6))
+    show = tmp_path / "systemctl-show"
+    show.write_text(
+        f"ActiveState=active\nSubState=running\nExecMainStartTimestampMonotonic={started}\n"
+    )
+    log = tmp_path / "standin.log"
+    monkeypatch.setenv("UT_STANDIN_LOG", str(log))
+    monkeypatch.setenv("UT_STANDIN_SYSTEMCTL_SHOW", str(show))
+    monkeypatch.setenv("PATH", f"{REPO / 'tests' / 'unit' / 'standin'}:{os.environ['PATH']}")
+    monkeypatch.setattr(helper, "JOURNAL_SOCKET", str(tmp_path / "no-journal"))
+    init = _container(depth)
+    try:
+        monkeypatch.setenv("UT_STANDIN_DOCKER_PID", str(init.pid))
+        assert helper.watch_job(job) == int(killed)
+    finally:
+        os.killpg(init.pid, signal.SIGKILL)
+        init.wait()
+    kill = f"docker kill --signal KILL {job['container']}"
+    assert (kill in log.read_text().splitlines()) is killed
+    record = json.loads(Path(jf.state_path(job, jf.WATCHDOG_FILE)).read_text())
+    assert (record["waiting"], record["hung"], record["kills"]) == (
+        not killed,
+        killed,
+        int(killed),
+    )
+    # training_status reads the verdict: the node waits, its worker's state is stale.
+    now_wall, now_mono = time.time(), time.monotonic()
+    run = _show(started_mono=now_mono - 120)
+    report = training_status.job_report(job, run, now_wall, now_mono)
+    if killed:
+        assert report["hung"] and not report["waiting"] and report["waiting_note"] is None
+    else:
+        assert report["waiting"] and not report["hung"] and not report["training"]
+        assert not training_status.settled(report)
+        assert training_status.describe(report) == (
+            "demo is waiting: waiting in a rendezvous round for the job's other nodes"
+        )
+
+
+def test_the_textfile_says_waiting_while_the_watchdog_saw_the_agent_wait(
+    job: dict[str, Any],
+) -> None:
+    metrics = helper.load_metrics_module(
+        str(REPO / "plugins" / "module_utils" / "training_metrics.py")
+    )
+    running = {"ActiveState": "active", "SubState": "running"}
+    _write_status(job["status_file"], time.time() - 90, state="failed")
+    _watchdog_record(job, time.time())
+    assert helper.job_metrics(job, metrics, running)["state"] == "waiting"
+    assert "waiting" in metrics.JOB_STATES  # a series of its own, 0 for every other job
+    _watchdog_record(job, time.time(), waiting=False)
+    assert helper.job_metrics(job, metrics, running)["state"] == "starting"
+    stopped = {"ActiveState": "inactive", "SubState": "dead"}
+    assert helper.textfile_state(stopped, {"state": "failed"}, False, True) == "failed"
+
+
+def _watchdog_record(job: dict[str, Any], checked_at: float, waiting: bool = True) -> None:
+    record = {"job": job["name"], "checked_at": checked_at, "waiting": waiting, "kills": 0}
+    Path(job["state_dir"], "watchdog.json").write_text(json.dumps(record))
+
+
+def test_a_node_waits_only_while_no_worker_wrote_since_the_watchdog_saw_none(
+    job: dict[str, Any],
+) -> None:
+    """The watchdog's verdict of this run, newer than the status file; else the status."""
+    job["nodes"] = ["mn-1", "mn-2"]
+    run = _show(started_mono=NOW_MONO - 300)  # this run started 300 s ago
+    _write_status(job["status_file"], NOW_WALL - 200, state="failed")
+
+    def report() -> dict[str, Any]:
+        return training_status.job_report(job, run, NOW_WALL, NOW_MONO)
+
+    _watchdog_record(job, NOW_WALL - 20)
+    assert report()["waiting"] and report()["status_state"] == "failed"
+    _watchdog_record(job, NOW_WALL - 20, waiting=False)
+    assert not report()["waiting"]
+    _watchdog_record(job, NOW_WALL - 400)  # a check of the previous run
+    assert not report()["waiting"]
+    _watchdog_record(job, NOW_WALL - 20)
+    _write_status(job["status_file"], NOW_WALL - 5, state="starting")  # new workers wrote
+    assert not report()["waiting"]
+    _write_status(job["status_file"], NOW_WALL - 200, state="training")
+    assert report()["waiting"] and not report()["hung"] and not report()["training"]
+    del job["nodes"]  # a single-node job never waits for other nodes
+    assert not report()["waiting"] and report()["hung"]
+    job["nodes"] = ["mn-1", "mn-2"]
+    stopped = _show(active="inactive", sub="dead", started_mono=NOW_MONO - 300)
+    assert not training_status.job_report(job, stopped, NOW_WALL, NOW_MONO)["waiting"]
+
+
 def test_a_crash_start_names_how_the_previous_run_ended() -> None:
     record = _start({}, automatic=False)
     record["last_end"] = {
@@ -741,6 +875,7 @@ def _report(**fields: Any) -> dict[str, Any]:
         "failure_reason": None,
         "status_reason": None,
         "step": 5,
+        "waiting": False,
     }
     base.update(fields)
     return base
