@@ -11,6 +11,7 @@ that step. Runs after test_multinode.py (same helpers, same job).
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import time
@@ -40,6 +41,12 @@ JOINED = ",".join(NODES)
 def job_rows(output: str) -> list[tuple[str, str]]:
     """(HOST, STATE) of the job's table lines, as the YAML or the JSON callback prints them."""
     return re.findall(rf'^\s*"?(\S+)\s+{re.escape(NAME)}\s+(\S+)\s', output, re.M)
+
+
+def watchdog_record(node: str) -> dict[str, Any]:
+    """The hang watchdog's watchdog.json on ``node`` ({} before its first check)."""
+    out = sh(node, f"cat /var/lib/unbroken/trainer/{NAME}/watchdog.json", check=False)
+    return json.loads(out) if out.strip() else {}
 
 
 def stopped_everywhere() -> dict[str, dict[str, Any]]:
@@ -119,6 +126,7 @@ def test_10_node_gone_for_good_the_other_waits_and_the_status_names_it() -> None
     """Fault 4: node 2 powered off (docker kill); node 1 waits (fixed size) and the status
     says it waits for node 2; once node 2 is back the job resumes from an agreed step."""
     wait_training_both()
+    kills_before = int(watchdog_record(NODES[0]).get("kills") or 0)
     fault_at = time.time()
     subprocess.run(["docker", "kill", NODES[1]], check=True, timeout=120)
     step_before = last_step()
@@ -149,6 +157,41 @@ def test_10_node_gone_for_good_the_other_waits_and_the_status_names_it() -> None
         props = unit(NODES[0], "ActiveState")
         assert props["ActiveState"] not in ("failed", "inactive"), props
         assert (status(NODES[0]) or {}).get("step") == step_waiting
+
+        # Node 1's agent runs without workers: its watchdog says it waits and leaves it
+        # alone past hang_timeout (no kill, no restart toward its crash-loop limit), and
+        # training_status on node 1 says waiting, not its last worker's state.
+        hang_timeout = float(JOB["hang_timeout"])
+
+        def node_1_waits_past_hang_timeout() -> dict[str, Any] | None:
+            record = watchdog_record(NODES[0])
+            updated = float((status(NODES[0]) or {}).get("updated_at") or 0)
+            checked = float(record.get("checked_at") or 0)
+            if record.get("waiting") is True and checked - updated > hang_timeout + 10:
+                return record
+            return None
+
+        record = wait_for(
+            "node 1's watchdog to see its agent wait past hang_timeout",
+            node_1_waits_past_hang_timeout,
+            hang_timeout + 120,
+            5,
+        )
+        assert record["hung"] is False and int(record.get("kills") or 0) == kills_before, record
+        run = playbook(
+            "playbooks/status.yml",
+            "-l",
+            NODES[0],
+            "-e",
+            "unbroken_jobs=" + NAME,
+            "-e",
+            "unbroken_status_detail=true",
+        )
+        assert (NODES[0], "waiting") in job_rows(run.stdout), run.stdout[-3000:]
+        # Its note (wrapped at any word, so one word of it): a rendezvous round.
+        assert "rendezvous" in run.stdout, run.stdout[-3000:]
+        runs = json.loads(sh(NODES[0], f"cat /var/lib/unbroken/trainer/{NAME}/runs.json"))
+        assert (runs.get("last_start") or {}).get("cause") != "hang", runs
     finally:
         back_at = time.time()
         subprocess.run(["docker", "start", NODES[1]], check=True, timeout=120)
