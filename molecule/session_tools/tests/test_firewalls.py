@@ -135,15 +135,16 @@ def assert_opened_and_idempotent() -> None:
     assert recap_changed(second.stdout) == 0, second.stdout[-3000:]
 
 
-def host_firewall(**opening: object) -> subprocess.CompletedProcess:
-    """host_firewall.yml with the probe opening (UDP PROBE_PORT) and ``opening`` on top."""
+def host_firewall(*args: str, **opening: object) -> subprocess.CompletedProcess:
+    """host_firewall.yml with the probe opening (UDP PROBE_PORT) and ``opening`` on top;
+    ``args`` go to ansible-playbook."""
     extra = {
         "host_firewall_name": PROBE_NAME,
         "host_firewall_proto": "udp",
         "host_firewall_ports": [str(PROBE_PORT)],
         **{f"host_firewall_{key}": value for key, value in opening.items()},
     }
-    result = run_playbook("host_firewall.yml", INSTANCE, "-e", json.dumps(extra))
+    result = run_playbook("host_firewall.yml", INSTANCE, "-e", json.dumps(extra), *args)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
@@ -240,6 +241,12 @@ def test_iptables_gets_the_mosh_range_and_host_firewall_honours_sources(host) ->
     assert f"--dports {RANGE[0]}:{RANGE[1]}" in rules and "unbroken.training mosh" in rules
     assert udp_arrives(INSIDE)
     assert not udp_arrives(OUTSIDE)
+    # Check mode on a host without the records' directory predicts and changes nothing.
+    host.run_test("rm -rf /var/lib/unbroken/host_firewall")
+    checked = host_firewall("--check", sources=[docker_host_address()])
+    assert recap_changed(checked.stdout) > 0
+    assert str(PROBE_PORT) not in host.check_output("iptables -S INPUT")
+    assert not host.file("/var/lib/unbroken/host_firewall").exists
     assert_sources_honoured_and_closed(host, "iptables -S INPUT; cat /etc/iptables/rules.v4")
 
 
