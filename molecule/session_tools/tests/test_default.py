@@ -74,10 +74,10 @@ def test_firewall_rule_only_where_a_firewall_is_active(host):
     groups = host.ansible.get_variables()["group_names"]
     if "iptables_firewall" in groups:
         rules = host.check_output("iptables -S INPUT")
-        assert f"--dport {RANGE[0]}:{RANGE[1]}" in rules and "-j ACCEPT" in rules
+        assert f"--dports {RANGE[0]}:{RANGE[1]}" in rules and "-j ACCEPT" in rules
         assert f"{RANGE[0]}:{RANGE[1]}" in host.check_output("ip6tables -S INPUT")
         saved = host.file("/etc/iptables/rules.v4").content_string
-        assert f"--dport {RANGE[0]}:{RANGE[1]}" in saved
+        assert f"--dports {RANGE[0]}:{RANGE[1]}" in saved and "unbroken.training mosh" in saved
     else:
         # No firewall was active: the role must not have installed or started one.
         assert not host.exists("iptables")
