@@ -54,9 +54,9 @@ def sh(node: str, command: str, check: bool = True, timeout: float = 120) -> str
     return result.stdout
 
 
-def status(node: str) -> dict[str, Any] | None:
+def status(node: str, path: str = STATUS) -> dict[str, Any] | None:
     try:
-        out = sh(node, f"cat {STATUS}", check=False, timeout=30)
+        out = sh(node, f"cat {path}", check=False, timeout=30)
         return json.loads(out) if out else None
     except (ValueError, subprocess.TimeoutExpired):
         return None

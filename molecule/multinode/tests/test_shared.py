@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -31,6 +30,7 @@ from test_multinode import (
     wait_for,
     write_figures,
 )
+from test_multinode import status as multinode_status
 
 SHARED: dict[str, Any] = dict(
     JOB,
@@ -49,11 +49,7 @@ RESUMED = re.compile(r"resumed from checkpoint step-\d+ \(step (\d+)\)")
 
 
 def status(node: str) -> dict[str, Any] | None:
-    try:
-        out = sh(node, f"cat {STATUS}", check=False, timeout=30)
-        return json.loads(out) if out else None
-    except (ValueError, subprocess.TimeoutExpired):
-        return None
+    return multinode_status(node, STATUS)
 
 
 def converge(job: dict[str, Any]) -> None:

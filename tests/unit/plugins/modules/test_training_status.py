@@ -100,6 +100,22 @@ def job(tmp_path: Path) -> dict[str, Any]:
     }
 
 
+def _watchdog_standins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """systemctl and docker stand-ins on PATH for the helper's real watchdog: the job's unit
+    runs, its run began two minutes ago; returns the log of the stand-ins' calls."""
+    started = max(1, int((time.monotonic() - 120) * 1e6))
+    show = tmp_path / "systemctl-show"
+    show.write_text(
+        f"ActiveState=active\nSubState=running\nExecMainStartTimestampMonotonic={started}\n"
+    )
+    log = tmp_path / "standin.log"
+    monkeypatch.setenv("UT_STANDIN_LOG", str(log))
+    monkeypatch.setenv("UT_STANDIN_SYSTEMCTL_SHOW", str(show))
+    monkeypatch.setenv("PATH", f"{REPO / 'tests' / 'unit' / 'standin'}:{os.environ['PATH']}")
+    monkeypatch.setattr(helper, "JOURNAL_SOCKET", str(tmp_path / "no-journal"))
+    return log
+
+
 def _write_status(path: str, updated_at: float, state: str = "training", step: int = 120) -> None:
     document = {
         "schema": "unbroken.training/status",
@@ -573,16 +589,7 @@ def test_the_helpers_records_carry_only_the_keys_the_format_file_documents(
     assert set(failure) == set(jf.FAILURE_KEYS)
 
     # The unit's run began two minutes ago and never wrote a heartbeat: past hang_timeout.
-    started = max(1, int((time.monotonic() - 120) * 1e6))
-    show = tmp_path / "systemctl-show"
-    show.write_text(
-        f"ActiveState=active\nSubState=running\nExecMainStartTimestampMonotonic={started}\n"
-    )
-    log = tmp_path / "standin.log"
-    monkeypatch.setenv("UT_STANDIN_LOG", str(log))
-    monkeypatch.setenv("UT_STANDIN_SYSTEMCTL_SHOW", str(show))
-    monkeypatch.setenv("PATH", f"{REPO / 'tests' / 'unit' / 'standin'}:{os.environ['PATH']}")
-    monkeypatch.setattr(helper, "JOURNAL_SOCKET", str(tmp_path / "no-journal"))
+    log = _watchdog_standins(tmp_path, monkeypatch)
     config = tmp_path / "config"
     (config / "jobs").mkdir(parents=True)
     (config / "jobs" / "demo.json").write_text(json.dumps(job))
@@ -637,16 +644,7 @@ def test_the_watchdog_does_not_kill_a_multinode_agent_waiting_for_its_other_node
         job["nodes"] = nodes
     # The last status a worker wrote (training), older than hang_timeout (30 s).
     _write_status(job["status_file"], time.time() - 90, state="training")
-    started = max(1, int((time.monotonic() - 120) * 1e6))
-    show = tmp_path / "systemctl-show"
-    show.write_text(
-        f"ActiveState=active\nSubState=running\nExecMainStartTimestampMonotonic={started}\n"
-    )
-    log = tmp_path / "standin.log"
-    monkeypatch.setenv("UT_STANDIN_LOG", str(log))
-    monkeypatch.setenv("UT_STANDIN_SYSTEMCTL_SHOW", str(show))
-    monkeypatch.setenv("PATH", f"{REPO / 'tests' / 'unit' / 'standin'}:{os.environ['PATH']}")
-    monkeypatch.setattr(helper, "JOURNAL_SOCKET", str(tmp_path / "no-journal"))
+    log = _watchdog_standins(tmp_path, monkeypatch)
     init = _container(depth)
     try:
         monkeypatch.setenv("UT_STANDIN_DOCKER_PID", str(init.pid))
