@@ -443,7 +443,7 @@ def newest_checkpoint(directory: str, now: float) -> Optional[Dict[str, Any]]:
 WAITING_NOTE = "waiting in a rendezvous round for the job's other nodes"
 
 
-def waits_in_rendezvous(
+def watchdog_saw_waiting(
     job: Dict[str, Any],
     running: bool,
     started_wall: Optional[float],
@@ -496,7 +496,7 @@ def job_report(
     quarantined = status.get("quarantined") if status else None
     reason = status.get("reason") if status else None
     watchdog = read_json(state_path(job, WATCHDOG_FILE))
-    waiting = waits_in_rendezvous(job, running, started_wall, status, watchdog)
+    waiting = watchdog_saw_waiting(job, running, started_wall, status, watchdog)
     return {
         "name": job["name"],
         "unit": job["unit"],
