@@ -15,9 +15,9 @@ Each rank holds --size-mb (256 MiB by default) of fp32 state as DTensor shards (
   commit run in a background thread), and the time until the save is durable (future /
   ``wait()``).  Our first save allocates like DCP's: its stall is shown on its own row;
 * ``dcp.load`` against our ``restore()`` (the ranks agree on the newest step whose
-  manifest and file sizes check out, then DCP's read with each rank's shard files hashed
-  in a thread meanwhile; nothing is copied into the state before every rank's hashes
-  matched).
+  manifest and file sizes check out; each rank hashes its shard files, the ranks agree on
+  the hashes, and only then each tensor is read straight into the state), both with the
+  checkpoint's files in the page cache and with them dropped from it ("from disk").
 
 Every save writes a new step directory; none is deleted while timed.  Prints a table and
 writes JSON (--json).  Needs about 3x --size-mb of RAM per rank and 2x --repeat x
@@ -121,10 +121,26 @@ def worker(args: argparse.Namespace) -> None:
         job, str(root / "ours-async"), {"state": state}, keep=1000, async_save=True
     )
 
+    def cached(path: Path, warm: bool) -> None:
+        """The same start for both readers: every file of the checkpoint in the page cache
+        (read once), or none of it (dropped: both writers fsynced, so the pages are clean).
+        Our save drops what it wrote as it goes and DCP's does not, so without this our
+        restore would read from the disk where DCP's load reads from memory."""
+        dist.barrier()
+        for file in sorted(path.iterdir()):
+            with open(file, "rb") as handle:
+                if warm:
+                    while handle.read(16 << 20):
+                        pass
+                else:
+                    os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+
     def plain_side(round_: int) -> None:
         path = root / f"dcp-{round_}"
         timed("dcp.save", lambda: dcp.save({"state": state}, checkpoint_id=str(path)))
-        timed("dcp.load", lambda: dcp.load({"state": state}, checkpoint_id=str(path)))
+        for warm, name in ((True, "dcp.load"), (False, "dcp.load, from disk")):
+            cached(path, warm)
+            timed(name, lambda: dcp.load({"state": state}, checkpoint_id=str(path)))
         clean(path)
         path = root / f"dcp-async-{round_}"
         future = timed(
@@ -137,9 +153,11 @@ def worker(args: argparse.Namespace) -> None:
         clean(path)
 
     def ours_side(round_: int) -> None:
-        timed("ours sync save", lambda: ours.save(round_ + 1, blocking=True))
-        ours.last_commit = None  # restore() reads the newest again
-        timed("ours restore (verified)", ours.restore)
+        commit = timed("ours sync save", lambda: ours.save(round_ + 1, blocking=True))
+        for warm, name in ((True, "ours restore (verified)"), (False, "ours restore, from disk")):
+            cached(Path(commit.path), warm)
+            ours.last_commit = None  # restore() reads the newest again
+            timed(name, ours.restore)
         timed("ours async save stall", lambda: ours_async.save(round_ + 1))
         timed("ours async save until committed", ours_async.wait)
 
@@ -207,6 +225,7 @@ ROWS = [
     ("dcp.async_save stall", "ours async save stall, first save"),
     ("dcp.async_save until durable", "ours async save until committed"),
     ("dcp.load", "ours restore (verified)"),
+    ("dcp.load, from disk", "ours restore, from disk"),
 ]
 
 
