@@ -21,10 +21,9 @@ timeout given, never torch's default):
 * ``open``: the writer(s) take the directory lock for the job; if any writer is refused,
   every rank raises ``CheckpointLockedError`` (a second job on the same directory);
 * ``restore``: each rank verifies what it will read of each candidate step, newest first
-  (the sharded manager hashes its shard files while DCP reads them and copies nothing into
-  the state before every rank's hashes matched); the step chosen is the newest one that
-  verifies on **every** rank, so a corrupt shard on one rank makes all ranks fall back to
-  the same older step;
+  (the sharded manager hashes its shard files, agrees, and only then reads each tensor
+  straight into the state); the step chosen is the newest one that verifies on **every**
+  rank, so a corrupt shard on one rank makes all ranks fall back to the same older step;
 * ``save``: called at the same step on every rank; a blocking save returns the same
   commit (or None) on every rank;
 * ``agree_stop``: a stop signal seen by any rank stops all ranks at the same step.
@@ -64,16 +63,20 @@ For FSDP2 register ``{"model": ModelOptimizerState(model, opt), ...}`` with
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime
 import io
 import logging
 import os
 import shutil
+import struct
+import sys
 import threading
 import time
+import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 import torch
 import torch.distributed as dist
@@ -284,7 +287,7 @@ class _RankAware(CheckpointManager):
         later = set(self._hashed_while_loading(wanted))
         problems: list[str] = []
         for names, full in ((sorted(later), False), ([n for n in wanted if n not in later], True)):
-            if names:  # sizes only for what _load hashes while it reads
+            if names:  # sizes only for what _load hashes (before it reads them)
                 subset = _subset(status.manifest, names)
                 problems += fmt.verify_files(status.path, subset, full=full)
         if problems:
@@ -544,19 +547,6 @@ class _HashingFileSystem(FileSystem):
         self.entries[name] = fmt.file_entry(raw.size, raw.digests())
 
 
-def _memory_to_hold(ranks_on_node: int) -> int:
-    """Bytes one rank may hold in memory while its shard files are hashed: half of what the
-    node has available, shared by its ranks (0 when it cannot be known)."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024 // (2 * max(1, ranks_on_node))
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
-
-
 def _narrow(tensor: torch.Tensor, offsets: Sequence[int], lengths: Sequence[int]) -> torch.Tensor:
     for dim, (offset, length) in enumerate(zip(offsets, lengths)):
         if length < tensor.size(dim):
@@ -564,84 +554,194 @@ def _narrow(tensor: torch.Tensor, offsets: Sequence[int], lengths: Sequence[int]
     return tensor
 
 
-class _VerifyingReader(FileSystemReader):
-    """DCP's file reader, except that nothing reaches the state before every rank's files
-    verified, and the hashing runs while the files are read instead of in a pass before.
+def _pread_exactly(fd: int, buffer: memoryview, offset: int, path: str) -> None:
+    done = 0
+    while done < len(buffer):
+        got = os.preadv(fd, [buffer[done:]], offset + done)
+        if got == 0:
+            raise CheckpointError(f"{path}: ends before byte {offset + len(buffer)} (truncated)")
+        done += got
 
-    ``check(error)`` waits for this rank's hashes and agrees with the other ranks (a
-    collective, called exactly once per load on every rank); it raises ``_Rejected`` on
-    every rank when any rank's files failed.  The items are read as DCP reads them
-    (``torch.load`` of each one) but held until ``check`` passed, and only then copied into
-    the state.  Holding costs up to this rank's share of the checkpoint in memory; when that
-    is more than ``hold_limit`` bytes the read waits for the hashes instead (one pass more).
+
+def _bytes_of(tensor: torch.Tensor) -> memoryview:
+    """A writable view of a contiguous CPU tensor's memory (any dtype, bfloat16 included)."""
+    size = tensor.numel() * tensor.element_size()
+    return memoryview((ctypes.c_char * size).from_address(tensor.data_ptr())).cast("B")
+
+
+class _VerifyingReader(FileSystemReader):
+    """DCP's file reader, except that nothing is read into the state before every rank's
+    files verified, and each tensor's bytes are read straight into the state.
+
+    ``check()`` waits for this rank's hashes and agrees with the other ranks (a collective,
+    called exactly once per load on every rank, before anything is read); it raises
+    ``_Rejected`` on every rank when any rank's files failed.  Then each tensor item is read:
+    ``torch.load`` with ``map_location="meta"`` reads the item's pickled header (dtype,
+    shape, strides and where its storage lies in the file) but no data, and the bytes are
+    read with ``preadv`` into the target tensor when it is a contiguous CPU tensor of that
+    shape (otherwise into a buffer, copied into the target).  DCP's reader instead lets
+    ``torch.load`` allocate a fresh tensor per item and then copies it: on the CI machine the
+    page faults of that fresh memory cost five times the read itself (benchmarks/README.md).
+    Items written with DCP's stream transforms, or by a machine of the other byte order,
+    take DCP's way.
     """
 
-    def __init__(
-        self, path: str, check: Callable[[BaseException | None], None], hold_limit: int
-    ) -> None:
+    def __init__(self, path: str, check: Callable[[], None]) -> None:
         super().__init__(path)
         self._check = check
-        self._hold_limit = hold_limit
         self.rejected: str | None = None
 
-    def _verdict(self, error: BaseException | None) -> None:
+    def _verdict(self) -> None:
         try:
-            self._check(error)
+            self._check()
         except _Rejected as exc:
             self.rejected = str(exc)
             raise
 
     def read_data(self, plan: LoadPlan, planner: LoadPlanner) -> Any:
-        size = sum(int(self.storage_data[item.storage_index].length or 0) for item in plan.items)
-        if size > self._hold_limit:
-            self._verdict(None)
-            return super().read_data(plan, planner)
-        held: list[tuple[ReadItem, Any]] = []
-        error: BaseException | None = None
-        try:
-            held = self._read_items(plan)
-        except Exception as exc:  # reported through the verdict: every rank must reach it
-            error = exc
-        self._verdict(error)
-        for item, value in held:
+        self._verdict()
+        per_file: dict[str, list[ReadItem]] = {}
+        for item in plan.items:
+            path = self.storage_data[item.storage_index].relative_path
+            per_file.setdefault(path, []).append(item)
+        for relative_path, items in per_file.items():
+            path = str(self.fs.concat_path(self.path, relative_path))
+            with open(path, "rb") as stream:
+                for item in items:
+                    self._read_item(stream, path, item, planner)
+        done: torch.futures.Future[None] = torch.futures.Future()
+        done.set_result(None)
+        return done
+
+    def _read_item(self, f: Any, path: str, item: ReadItem, planner: LoadPlanner) -> None:
+        info = self.storage_data[item.storage_index]
+        if item.type == LoadItemType.BYTE_IO or info.transform_descriptors:
+            stream = self.transforms.transform_load_stream(
+                item, info.transform_descriptors or (), self._slice_file(f, info)
+            )
             if item.type == LoadItemType.BYTE_IO:
-                planner.load_bytes(item, value)
-                continue
-            target = planner.resolve_tensor(item).detach()
+                planner.load_bytes(item, io.BytesIO(stream.read(-1)))
+                return
+            value: torch.Tensor | None = self._load_whole(stream)
+        else:
+            value = None  # read below, straight into the target where it can be
+        target = planner.resolve_tensor(item).detach()
+        if value is None:
+            span = _Span(f.fileno(), info.offset, info.length)
+            header = torch.load(cast(IO[bytes], span), map_location="meta", weights_only=True)
+            start = getattr(header.untyped_storage(), "_checkpoint_offset", None)
+            if isinstance(start, int) and sys.byteorder == _byte_order(span) == "little":
+                value = self._read_raw(
+                    f.fileno(),
+                    path,
+                    (info.offset + start, info.offset + info.length),
+                    header,
+                    target,
+                    item,
+                )
+            else:
+                span.seek(0)
+                value = self._load_whole(span)
+        if value is not None:
+            value = _narrow(value, item.storage_offsets, item.lengths)
             if target.size() != value.size():
                 raise CheckpointError(
                     f"{item.storage_index.fqn}: size {tuple(value.size())} in the checkpoint, "
                     f"{tuple(target.size())} in this run"
                 )
             target.copy_(value)
-            planner.commit_tensor(item, target)
-        done: torch.futures.Future[None] = torch.futures.Future()
-        done.set_result(None)
-        return done
+        planner.commit_tensor(item, target)
 
-    def _read_items(self, plan: LoadPlan) -> list[tuple[ReadItem, Any]]:
-        """What DCP's ``FileSystemReader.read_data`` reads, file by file, kept aside."""
-        per_file: dict[str, list[ReadItem]] = {}
-        for item in plan.items:
-            per_file.setdefault(self.storage_data[item.storage_index].relative_path, []).append(
-                item
-            )
-        held: list[tuple[ReadItem, Any]] = []
-        for relative_path, items in per_file.items():
-            with self.fs.create_stream(self.fs.concat_path(self.path, relative_path), "rb") as f:
-                for item in items:
-                    info = self.storage_data[item.storage_index]
-                    stream = self.transforms.transform_load_stream(
-                        item, info.transform_descriptors or (), self._slice_file(f, info)
-                    )
-                    if item.type == LoadItemType.BYTE_IO or not stream.seekable():
-                        stream = io.BytesIO(stream.read(-1))
-                    if item.type == LoadItemType.BYTE_IO:
-                        held.append((item, stream))
-                        continue
-                    tensor = torch.load(stream, map_location="cpu", weights_only=True)
-                    held.append((item, _narrow(tensor, item.storage_offsets, item.lengths)))
-        return held
+    @staticmethod
+    def _load_whole(stream: Any) -> torch.Tensor:
+        if not stream.seekable():
+            stream = io.BytesIO(stream.read(-1))
+        value: torch.Tensor = torch.load(stream, map_location="cpu", weights_only=True)
+        return value
+
+    @staticmethod
+    def _read_raw(
+        fd: int,
+        path: str,
+        span: tuple[int, int],
+        header: torch.Tensor,
+        target: torch.Tensor,
+        item: Any,
+    ) -> torch.Tensor | None:
+        """Read a tensor whose storage lies at ``span[0]`` of the file, before its item's end
+        ``span[1]``: into ``target`` itself when it can (and return None), else into a buffer
+        (returned, not narrowed)."""
+        start, end = span
+        if start + header.untyped_storage().nbytes() > end:
+            raise CheckpointError(f"{path}: {item.storage_index.fqn}: data outside its item")
+        view = _narrow(header, item.storage_offsets, item.lengths)
+        size = header.element_size()
+        if (
+            target.device.type == "cpu"
+            and target.dtype == view.dtype
+            and target.size() == view.size()
+            and target.is_contiguous()
+            and view.is_contiguous()
+        ):
+            if target.numel():
+                _pread_exactly(
+                    fd, _bytes_of(target), start + int(view.storage_offset()) * size, path
+                )
+            return None
+        buffer = torch.empty(header.untyped_storage().nbytes(), dtype=torch.uint8)
+        if buffer.numel():
+            _pread_exactly(fd, _bytes_of(buffer), start, path)
+        value = torch.empty(0, dtype=header.dtype)
+        return value.set_(
+            buffer.untyped_storage(), header.storage_offset(), header.size(), header.stride()
+        )
+
+
+class _Span(io.RawIOBase):
+    """Bytes ``start`` to ``start + length`` of an open file, read with ``pread`` (DCP's
+    own file view cannot seek from the end, which ``zipfile`` needs)."""
+
+    def __init__(self, fd: int, start: int, length: int) -> None:
+        super().__init__()
+        self._fd, self._start, self._length, self._pos = fd, start, length, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._length}[whence]
+        if base + offset < 0:
+            raise ValueError(f"negative seek position {base + offset}")
+        self._pos = base + offset
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")[: max(0, self._length - self._pos)]
+        got = os.preadv(self._fd, [view], self._start + self._pos) if len(view) else 0
+        self._pos += got
+        return got
+
+
+def _byte_order(span: _Span) -> str:
+    """The byte order a ``torch.save`` archive says its data has (little when unsaid).
+
+    Read from the entry's bytes: ``ZipFile.read`` would check the zip's CRC-32, which our
+    writer lets ``torch.save`` leave out (the manifest's checksums cover every byte)."""
+    span.seek(0)
+    with zipfile.ZipFile(span) as archive:
+        for entry in archive.infolist():
+            if entry.filename.endswith("/byteorder") and entry.file_size <= 16:
+                span.seek(entry.header_offset + 26)
+                name_length, extra_length = struct.unpack("<HH", span.read(4))
+                span.seek(entry.header_offset + 30 + name_length + extra_length)
+                return span.read(entry.file_size).decode("ascii", "replace")
+    return "little"
 
 
 def _reused_stager() -> DefaultStager:
@@ -885,12 +985,10 @@ class ShardedCheckpointManager(_RankAware):
         manifest = best.manifest or {"files": {}}
         mine = self._hashed_while_loading(self._files_to_verify(manifest))
         with ThreadPoolExecutor(max_workers=1) as pool:
-            hashes = pool.submit(fmt.verify_files, best.path, _subset(manifest, mine))
-            reader = _VerifyingReader(
-                best.path,
-                lambda error: self._agree_hashes(best.name, hashes, error),
-                _memory_to_hold(self.job.local_world_size),
-            )
+            # One thread: one sequential stream per file keeps the kernel's read-ahead going
+            # (two threads on one file were slower from the disk, barely faster from memory).
+            hashes = pool.submit(fmt.verify_files, best.path, _subset(manifest, mine), True, 1)
+            reader = _VerifyingReader(best.path, lambda: self._agree_hashes(hashes))
             try:
                 dcp_load(state, storage_reader=reader, process_group=self.job.io)
                 meta = _unblob(state["meta"])
@@ -911,22 +1009,16 @@ class ShardedCheckpointManager(_RankAware):
             path=best.path,
         )
 
-    def _agree_hashes(
-        self, name: str, hashes: Future[list[str]], error: BaseException | None
-    ) -> None:
-        """Every rank's verdict on the shard files it hashed while reading checkpoint ``name``."""
+    def _agree_hashes(self, hashes: Future[list[str]]) -> None:
+        """Every rank's verdict on the shard files it hashed before reading them."""
         try:
             problems = hashes.result()
         except Exception as exc:
             problems = [f"verification failed: {_first_line(exc)}"]
-        failed = _first_line(error) if error is not None and not problems else ""
-        verdicts = self.job.gather(("; ".join(problems), failed))
-        bad = [f"rank {r}: {p}" for r, (p, _failed) in enumerate(verdicts) if p]
+        verdicts = self.job.gather("; ".join(problems))
+        bad = [f"rank {rank}: {problem}" for rank, problem in enumerate(verdicts) if problem]
         if bad:
             raise _Rejected("; ".join(bad))
-        errors = [f"rank {r}: {f}" for r, (_p, f) in enumerate(verdicts) if f]
-        if errors:
-            raise CheckpointError(f"checkpoint {name} could not be read: {errors[0]}")
 
 
 __all__ = [

@@ -8,6 +8,7 @@ Real torchrun, real process groups, real SIGKILLs of a worker; torchrun restarts
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -420,3 +421,87 @@ def test_sharded_restore_touches_no_state_before_the_shards_verify(
         assert manager.restore() is None
     assert torch.equal(weights, torch.full_like(weights, -1.0))  # untouched
     assert len(list(tmp_path.glob("quarantine-step-*"))) == 2
+
+
+def test_sharded_restore_reads_each_tensor_once_straight_into_the_state(
+    one_rank_job: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the hashes agree, each tensor's bytes are read into the state's own memory
+    (no ``torch.load`` of the data into a fresh tensor, as DCP's reader does), whatever
+    the dtype; strided tensors go through a buffer; the other byte order takes DCP's way."""
+    from unbroken_ckpt import ShardedCheckpointManager, distributed
+
+    saved = {
+        "w": torch.randn(1 << 18),
+        "half": torch.randn(64, 32).to(torch.bfloat16),  # no numpy dtype: raw bytes all the same
+        "strided": torch.randn(48, 16).t(),  # saved with its strides, loaded into a view
+        "empty": torch.zeros(0, 3),
+    }
+    state = {key: value.clone() if key != "strided" else value for key, value in saved.items()}
+    with ShardedCheckpointManager(one_rank_job, str(tmp_path), {"s": _Tensors(state)}) as manager:
+        assert manager.save(7, blocking=True) is not None
+
+    real_load = torch.load
+    data_loads: list[Any] = []
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        value = real_load(*args, **kwargs)
+        if isinstance(value, torch.Tensor) and kwargs.get("map_location") != "meta":
+            data_loads.append(kwargs.get("map_location"))
+        return value
+
+    # DCP reads nothing for an empty tensor.
+    for order, expect_loads in (("little", 0), ("big", len(saved) - 1)):
+        monkeypatch.setattr(distributed, "_byte_order", lambda span, order=order: order)
+        monkeypatch.setattr(torch, "load", spy)
+        data_loads.clear()
+        targets = {
+            key: torch.zeros(48, 16).t() if key == "strided" else torch.zeros_like(value)
+            for key, value in saved.items()
+        }
+        pointers = {key: value.data_ptr() for key, value in targets.items()}
+        objects = {"s": _Tensors(targets)}
+        with ShardedCheckpointManager(one_rank_job, str(tmp_path), objects) as manager:
+            restored = manager.restore()
+        monkeypatch.undo()
+        assert restored is not None and restored.step == 7
+        assert len(data_loads) == expect_loads, (order, data_loads)
+        for key, value in saved.items():
+            assert targets[key].data_ptr() == pointers[key], key
+            assert torch.equal(targets[key], value), (order, key)
+
+
+def test_raw_reads_narrow_like_dcp_and_stay_inside_the_item(tmp_path: Path) -> None:
+    """What a rank reads of a tensor saved by another world size: its rows (contiguous:
+    straight into the target), its columns (strided: through a buffer)."""
+    from types import SimpleNamespace
+
+    from unbroken_ckpt import CheckpointError
+    from unbroken_ckpt.distributed import _byte_order, _narrow, _Span, _VerifyingReader
+
+    saved = torch.arange(60, dtype=torch.float32).reshape(10, 6)
+    blob = io.BytesIO()
+    torch.save(saved, blob)
+    path = tmp_path / "__0_0.distcp"
+    path.write_bytes(b"x" * 100 + blob.getvalue() + b"y" * 50)  # the item inside a bigger file
+    with open(path, "rb") as f:
+        span = _Span(f.fileno(), 100, len(blob.getvalue()))
+        header = torch.load(span, map_location="meta", weights_only=True)  # type: ignore[arg-type]
+        assert _byte_order(span) == sys.byteorder
+        start = 100 + header.untyped_storage()._checkpoint_offset
+        item = (start, 100 + len(blob.getvalue()))
+        read = functools.partial(_VerifyingReader._read_raw, f.fileno(), str(path))
+        index = SimpleNamespace(fqn="s.w")
+
+        rows = SimpleNamespace(storage_offsets=[2, 0], lengths=[3, 6], storage_index=index)
+        target = torch.zeros(3, 6)
+        assert read(item, header, target, rows) is None
+        assert torch.equal(target, saved[2:5])
+
+        columns = SimpleNamespace(storage_offsets=[0, 1], lengths=[10, 4], storage_index=index)
+        value = read(item, header, torch.zeros(10, 4), columns)
+        assert value is not None
+        assert torch.equal(_narrow(value, columns.storage_offsets, columns.lengths), saved[:, 1:5])
+
+        with pytest.raises(CheckpointError, match=r"s\.w: data outside its item"):
+            read((item[1] - 8, item[1]), header, torch.zeros(3, 6), rows)
