@@ -452,8 +452,6 @@ def test_sharded_restore_reads_each_tensor_once_straight_into_the_state(
 
     # DCP reads nothing for an empty tensor.
     for order, expect_loads in (("little", 0), ("big", len(saved) - 1)):
-        monkeypatch.setattr(distributed, "_byte_order", lambda span, order=order: order)
-        monkeypatch.setattr(torch, "load", spy)
         data_loads.clear()
         targets = {
             key: torch.zeros(48, 16).t() if key == "strided" else torch.zeros_like(value)
@@ -461,9 +459,11 @@ def test_sharded_restore_reads_each_tensor_once_straight_into_the_state(
         }
         pointers = {key: value.data_ptr() for key, value in targets.items()}
         objects = {"s": _Tensors(targets)}
-        with ShardedCheckpointManager(one_rank_job, str(tmp_path), objects) as manager:
-            restored = manager.restore()
-        monkeypatch.undo()
+        with monkeypatch.context() as patch:
+            patch.setattr(distributed, "_byte_order", lambda span, order=order: order)
+            patch.setattr(torch, "load", spy)
+            with ShardedCheckpointManager(one_rank_job, str(tmp_path), objects) as manager:
+                restored = manager.restore()
         assert restored is not None and restored.step == 7
         assert len(data_loads) == expect_loads, (order, data_loads)
         for key, value in saved.items():
