@@ -301,6 +301,15 @@ def test_nftables_gets_the_mosh_range_and_host_firewall_honours_sources(host) ->
     assert 'has no chain "inet filter nosuch"' in output, output[-3000:]
     assert host.file("/etc/nftables.conf").sha256sum == before
     assert not host.file("/etc/nftables.d").exists
+    # Check mode on this fresh nftables host (no drop-in directory yet) predicts and changes
+    # nothing.
+    chain = host.check_output("nft list chain inet filter input")
+    checked = converge("--check", "--diff")
+    assert checked.returncode == 0, checked.stdout[-3000:] + checked.stderr[-3000:]
+    assert recap_changed(checked.stdout) > 0
+    assert host.check_output("nft list chain inet filter input") == chain
+    assert host.file("/etc/nftables.conf").sha256sum == before
+    assert not host.file("/etc/nftables.d").exists
 
     assert_opened_and_idempotent()
     rule = f"udp dport {RANGE[0]}-{RANGE[1]} accept"
