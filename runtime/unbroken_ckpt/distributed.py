@@ -615,33 +615,14 @@ class _VerifyingReader(FileSystemReader):
 
     def _read_item(self, f: Any, path: str, item: ReadItem, planner: LoadPlanner) -> None:
         info = self.storage_data[item.storage_index]
-        if item.type == LoadItemType.BYTE_IO or info.transform_descriptors:
+        if item.type == LoadItemType.BYTE_IO:
             stream = self.transforms.transform_load_stream(
                 item, info.transform_descriptors or (), self._slice_file(f, info)
             )
-            if item.type == LoadItemType.BYTE_IO:
-                planner.load_bytes(item, io.BytesIO(stream.read(-1)))
-                return
-            value: torch.Tensor | None = self._load_whole(stream)
-        else:
-            value = None  # read below, straight into the target where it can be
+            planner.load_bytes(item, io.BytesIO(stream.read(-1)))
+            return
         target = planner.resolve_tensor(item).detach()
-        if value is None:
-            span = _Span(f.fileno(), info.offset, info.length)
-            header = torch.load(cast(IO[bytes], span), map_location="meta", weights_only=True)
-            start = getattr(header.untyped_storage(), "_checkpoint_offset", None)
-            if isinstance(start, int) and sys.byteorder == _byte_order(span) == "little":
-                value = self._read_raw(
-                    f.fileno(),
-                    path,
-                    (info.offset + start, info.offset + info.length),
-                    header,
-                    target,
-                    item,
-                )
-            else:
-                span.seek(0)
-                value = self._load_whole(span)
+        value = self._read_tensor(f, path, item, target)
         if value is not None:
             value = _narrow(value, item.storage_offsets, item.lengths)
             if target.size() != value.size():
@@ -651,6 +632,29 @@ class _VerifyingReader(FileSystemReader):
                 )
             target.copy_(value)
         planner.commit_tensor(item, target)
+
+    def _read_tensor(
+        self, f: Any, path: str, item: ReadItem, target: torch.Tensor
+    ) -> torch.Tensor | None:
+        """Read a tensor item straight into ``target`` (None), or return its whole stored
+        tensor for the caller to narrow and copy."""
+        info = self.storage_data[item.storage_index]
+        if info.transform_descriptors:
+            return self._load_whole(
+                self.transforms.transform_load_stream(
+                    item, info.transform_descriptors, self._slice_file(f, info)
+                )
+            )
+        span = _Span(f.fileno(), info.offset, info.length)
+        header = torch.load(cast(IO[bytes], span), map_location="meta", weights_only=True)
+        start = getattr(header.untyped_storage(), "_checkpoint_offset", None)
+        if isinstance(start, int) and sys.byteorder == _byte_order(span) == "little":
+            end = info.offset + info.length
+            return self._read_raw(
+                f.fileno(), path, (info.offset + start, end), header, target, item
+            )
+        span.seek(0)
+        return self._load_whole(span)
 
     @staticmethod
     def _load_whole(stream: Any) -> torch.Tensor:
@@ -672,7 +676,8 @@ class _VerifyingReader(FileSystemReader):
         ``span[1]``: into ``target`` itself when it can (and return None), else into a buffer
         (returned, not narrowed)."""
         start, end = span
-        if start + header.untyped_storage().nbytes() > end:
+        nbytes = header.untyped_storage().nbytes()
+        if start + nbytes > end:
             raise CheckpointError(f"{path}: {item.storage_index.fqn}: data outside its item")
         view = _narrow(header, item.storage_offsets, item.lengths)
         size = header.element_size()
@@ -688,7 +693,7 @@ class _VerifyingReader(FileSystemReader):
                     fd, _bytes_of(target), start + int(view.storage_offset()) * size, path
                 )
             return None
-        buffer = torch.empty(header.untyped_storage().nbytes(), dtype=torch.uint8)
+        buffer = torch.empty(nbytes, dtype=torch.uint8)
         if buffer.numel():
             _pread_exactly(fd, _bytes_of(buffer), start, path)
         value = torch.empty(0, dtype=header.dtype)

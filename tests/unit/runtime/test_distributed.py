@@ -386,9 +386,9 @@ def test_sharded_save_hashes_shards_while_writing_and_reuses_its_staging_memory(
 def test_sharded_restore_touches_no_state_before_the_shards_verify(
     one_rank_job: Any, tmp_path: Path
 ) -> None:
-    """The shard hashes are checked while DCP reads, but nothing is copied into the state
-    before they passed: a corrupt newest checkpoint leaves the state as the older one set it,
-    and with nothing valid left (fresh start allowed) the state stays as it was."""
+    """The shard hashes are checked before anything is read into the state: a corrupt
+    newest checkpoint leaves the state as the older one set it, and with nothing valid left
+    (fresh start allowed) the state stays as it was."""
     from unbroken_ckpt import ShardedCheckpointManager
 
     weights = torch.zeros(3 << 20)
